@@ -1,0 +1,54 @@
+# Two commands do everything on a fresh machine:
+#   make run   - create .venv, train the fast model if none is exported, serve the gateway
+#   make test  - create .venv with the dev extra, lint, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODEL_BASE ?= models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run train serve test lint system-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[train,serve,client]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.run-installed
+	@if ls -d $(MODEL_BASE)/mnist/[0-9]* >/dev/null 2>&1; then \
+		echo "Using the model already exported under $(MODEL_BASE)/mnist"; \
+	else \
+		$(BIN)/python -m training --profile fast --export-base $(MODEL_BASE); \
+	fi
+	GATEWAY_MODEL_BASE_PATH=$(MODEL_BASE)/mnist GATEWAY_HOST=$(HOST) GATEWAY_PORT=$(PORT) \
+		$(BIN)/python -m serving
+
+train: $(VENV)/.run-installed
+	$(BIN)/python -m training --export-base $(MODEL_BASE) $(ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian packages some tests drive: the browser and wrk for benchmarks.
+system-deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends \
+		chromium wrk
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/ladder.py
+
+clean:
+	rm -rf $(VENV) runs test-artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,71 @@
+"""Domain errors of the gateway, each carrying its HTTP status.
+
+Raised anywhere on the request path (decoding, preprocessing, backends) and turned into
+the one JSON error shape in exactly one place (`serving.app`'s exception handler):
+`{"error": {"code": "...", "message": "...", "request_id": "..."}}`.
+"""
+
+
+class GatewayError(Exception):
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadImage(GatewayError):
+    """The bytes are not a decodable image (not an image, truncated, corrupt)."""
+
+    status_code = 400
+    code = "bad_image"
+
+
+class PayloadTooLarge(GatewayError):
+    """Too many bytes, too many pixels (decompression bombs) or too many files."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidRequest(GatewayError):
+    """Well-formed HTTP, but not a request this API accepts (no files, bad JSON, bad base64)."""
+
+    status_code = 422
+    code = "invalid_request"
+
+
+class NoInk(GatewayError):
+    """The image is uniform: there is no digit to classify."""
+
+    status_code = 422
+    code = "no_ink"
+
+
+class ModelNotFound(GatewayError):
+    """The requested model, version or label is not served."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
+class BackendUnavailable(GatewayError):
+    """No model can answer right now; the client should retry later."""
+
+    status_code = 503
+    code = "backend_unavailable"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class BackendTimeout(GatewayError):
+    status_code = 504
+    code = "backend_timeout"

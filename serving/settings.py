@@ -1,0 +1,59 @@
+"""Gateway settings: environment variables prefixed GATEWAY_, read once at start-up.
+
+A bad value (or a misspelt GATEWAY_ variable) stops the process with a clear message
+instead of surfacing later as odd behaviour under traffic.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract import MODEL_NAME
+
+BackendKind = Literal["embedded", "grpc", "rest"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="forbid", frozen=True)
+
+    # Where predictions come from.
+    backend: BackendKind = "embedded"
+    model_name: str = MODEL_NAME
+    model_base_path: Path = Path("models/mnist")
+    model_poll_seconds: float = Field(2.0, gt=0, description="embedded: new-version poll")
+    tfserving_grpc_target: str = "localhost:8500"
+    tfserving_rest_url: str = "http://localhost:8501"
+    backend_timeout_seconds: float = Field(5.0, gt=0, le=300)
+
+    # HTTP server.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    log_level: LogLevel = "info"
+
+    # Request limits.
+    max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=28 * 28)
+    max_files_per_request: int = Field(64, ge=1, le=1024)
+
+    # Dynamic batching of concurrent requests into one model call.
+    batching_enabled: bool = True
+    batch_max_size: int = Field(64, ge=1, le=4096)
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "Settings":
+        if self.backend == "rest" and not self.tfserving_rest_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("GATEWAY_TFSERVING_REST_URL must start with http:// or https://")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,157 @@
+"""The model ladder of the "TensorFlow without a PhD" practical, plus our improved convnet.
+
+Each builder returns an uncompiled Keras model whose input is named after the model
+contract, so the exported signature key is stable.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+
+from contract import INPUT_KEY, INPUT_SHAPE, NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How a ladder stage is trained: the seed's settings unless noted."""
+
+    optimizer: str  # "sgd" or "adam"
+    learning_rate: float
+    batch_size: int
+    fast_epochs: int
+    best_epochs: int
+    # Inverse-time decay rate per step, as the seed's `Adam(decay=0.001)`; 0 = none.
+    lr_decay: float = 0.0
+    # One-cycle-style cosine schedule with warm-up instead of inverse-time decay.
+    cosine: bool = False
+    augment: bool = False
+    label_smoothing: float = 0.0
+
+
+def _input() -> keras.KerasTensor:
+    return keras.Input(shape=INPUT_SHAPE, name=INPUT_KEY)
+
+
+def _classifier(x: keras.KerasTensor) -> keras.KerasTensor:
+    # float32 softmax even under mixed precision: probabilities must sum to 1 exactly enough.
+    return keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probs")(x)
+
+
+def softmax_1layer() -> keras.Model:
+    inputs = _input()
+    x = keras.layers.Flatten()(inputs)
+    return keras.Model(inputs, _classifier(x), name="softmax_1layer")
+
+
+def _dense_stack(activation: str, dropout: float, name: str) -> keras.Model:
+    inputs = _input()
+    x = keras.layers.Flatten()(inputs)
+    if dropout:
+        x = keras.layers.Dropout(dropout)(x)
+    for units in (200, 100, 60, 30):
+        x = keras.layers.Dense(units, activation=activation)(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _classifier(x), name=name)
+
+
+def dense5_sigmoid() -> keras.Model:
+    return _dense_stack("sigmoid", dropout=0.0, name="dense5_sigmoid")
+
+
+def dense5_relu() -> keras.Model:
+    return _dense_stack("relu", dropout=0.0, name="dense5_relu")
+
+
+def dense5_dropout() -> keras.Model:
+    return _dense_stack("relu", dropout=0.25, name="dense5_dropout")
+
+
+def convnet() -> keras.Model:
+    """The seed's 99% convnet: 6@6x6/1, 12@5x5/2, 24@4x4/2, dense 200, dropout 0.35."""
+    inputs = _input()
+    x = keras.layers.Conv2D(6, 6, strides=1, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(12, 5, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(24, 4, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(200, activation="relu")(x)
+    x = keras.layers.Dropout(0.35)(x)
+    return keras.Model(inputs, _classifier(x), name="convnet")
+
+
+def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, strides: int = 1):
+    # No bias: batch norm's beta replaces it.
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.layers.Activation("relu")(x)
+
+
+def convnet_bn() -> keras.Model:
+    """Our improved convnet: wider, batch-normalised, trained with augmentation."""
+    inputs = _input()
+    x = _conv_bn(inputs, 32, 3)
+    x = _conv_bn(x, 32, 3)
+    x = _conv_bn(x, 64, 5, strides=2)
+    x = keras.layers.SpatialDropout2D(0.1)(x)
+    x = _conv_bn(x, 64, 3)
+    x = _conv_bn(x, 128, 5, strides=2)
+    x = keras.layers.SpatialDropout2D(0.1)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(256, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.Dropout(0.4)(x)
+    return keras.Model(inputs, _classifier(x), name="convnet_bn")
+
+
+@dataclass(frozen=True)
+class LadderStage:
+    build: Callable[[], keras.Model]
+    recipe: TrainingRecipe
+    description: str
+
+
+LADDER: dict[str, LadderStage] = {
+    "softmax": LadderStage(
+        softmax_1layer,
+        TrainingRecipe("sgd", 0.005, 100, fast_epochs=10, best_epochs=50),
+        "1-layer softmax (784->10), SGD",
+    ),
+    "dense5-sigmoid": LadderStage(
+        dense5_sigmoid,
+        TrainingRecipe("sgd", 0.005, 100, fast_epochs=10, best_epochs=50),
+        "5 layers 200-100-60-30-10, sigmoid, SGD",
+    ),
+    "dense5-relu": LadderStage(
+        dense5_relu,
+        TrainingRecipe("adam", 0.003, 100, fast_epochs=10, best_epochs=30),
+        "5 layers, ReLU, Adam",
+    ),
+    "dense5-dropout": LadderStage(
+        dense5_dropout,
+        TrainingRecipe("adam", 0.005, 100, fast_epochs=10, best_epochs=30),
+        "5 layers, ReLU, dropout 0.25, Adam",
+    ),
+    "convnet": LadderStage(
+        convnet,
+        TrainingRecipe("adam", 0.003, 128, fast_epochs=4, best_epochs=15, lr_decay=0.001),
+        "the seed's convnet 6-12-24 + dense 200, dropout 0.35, Adam with lr decay",
+    ),
+    "convnet-bn": LadderStage(
+        convnet_bn,
+        TrainingRecipe(
+            "adam",
+            0.003,
+            128,
+            fast_epochs=4,
+            best_epochs=30,
+            cosine=True,
+            augment=True,
+            label_smoothing=0.05,
+        ),
+        "our convnet: batch norm, augmentation (shift/rotate/zoom), cosine schedule",
+    ),
+}
+
+DEFAULT_MODEL = "convnet"
