@@ -29,6 +29,27 @@ class Settings(BaseSettings):
     tfserving_rest_url: str = "http://localhost:8501"
     backend_timeout_seconds: float = Field(5.0, gt=0, le=300)
 
+    # TensorFlow Serving backends (grpc, rest). See README "TensorFlow Serving".
+    # round_robin spreads calls over every address a dns:/// target resolves to
+    # (a headless Service); pick_first pins one connection to the first address.
+    tfserving_grpc_lb_policy: Literal["round_robin", "pick_first"] = "round_robin"
+    # gRPC's client default caps received messages at 4 MiB.
+    tfserving_grpc_max_message_bytes: int = Field(
+        64 * 1024 * 1024, ge=4 * 1024 * 1024, le=2**31 - 1
+    )
+    tfserving_grpc_keepalive_seconds: float = Field(30.0, ge=1, le=3600)
+    tfserving_rest_max_connections: int = Field(64, ge=1, le=4096)
+    # The server's batching max_batch_size: larger batches are sent in chunks.
+    tfserving_max_batch_size: int = Field(128, ge=1, le=65536)
+    # rest: how long a resolved "latest version" / label -> version answer is reused.
+    tfserving_version_cache_seconds: float = Field(2.0, ge=0, le=600)
+    # Retries of calls that failed before reaching a server, inside the per-call timeout.
+    backend_retries: int = Field(2, ge=0, le=10)
+    backend_retry_backoff_seconds: float = Field(0.05, gt=0, le=10)
+    # Circuit breaker: open after this many consecutive failures, probe again after reset.
+    breaker_failure_threshold: int = Field(5, ge=1, le=10_000)
+    breaker_reset_seconds: float = Field(5.0, gt=0, le=3600)
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -51,6 +72,13 @@ class Settings(BaseSettings):
             ("http://", "https://")
         ):
             raise ValueError("GATEWAY_TFSERVING_REST_URL must start with http:// or https://")
+        if self.backend == "grpc" and not self.tfserving_grpc_target.strip():
+            raise ValueError("GATEWAY_TFSERVING_GRPC_TARGET must not be empty")
+        if self.backend_retry_backoff_seconds >= self.backend_timeout_seconds:
+            raise ValueError(
+                "GATEWAY_BACKEND_RETRY_BACKOFF_SECONDS must be shorter than "
+                "GATEWAY_BACKEND_TIMEOUT_SECONDS"
+            )
         return self
 
 
