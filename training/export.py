@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,13 @@ def export_model(
     metadata: dict[str, Any],
     warmup_images: np.ndarray,
     version: int | None = None,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> Path:
-    """Write `model` as the next version (or `version`) and return its directory."""
+    """Write `model` as the next version (or `version`) and return its directory.
+
+    `extra_files` (name in the version directory -> source file), such as the training
+    report, are copied in before the version becomes visible.
+    """
     base = model_dir(export_base)
     base.mkdir(parents=True, exist_ok=True)
     version = version if version is not None else next_version(export_base)
@@ -100,6 +106,8 @@ def export_model(
         (staging / METADATA_FILENAME).write_text(
             json.dumps({"version": version, **metadata}, indent=2, sort_keys=True) + "\n"
         )
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, staging / name)
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

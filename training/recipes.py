@@ -1,0 +1,87 @@
+"""Turn a ladder stage's `TrainingRecipe` into a compiled Keras model.
+
+Pure Keras 3 (no TensorFlow import), so the same recipe also runs on another Keras
+backend, which is how the ladder benchmark uses a GPU machine that has JAX but no
+TensorFlow. Labels are one-hot everywhere because label smoothing needs them.
+"""
+
+from typing import Literal
+
+import keras
+
+from contract import INPUT_KEY, INPUT_SHAPE
+from training.models import LADDER, TrainingRecipe
+
+Profile = Literal["fast", "best"]
+PROFILES: tuple[Profile, ...] = ("fast", "best")
+
+# Augmentation strength for the stages that use it: MNIST digits are already centred and
+# size-normalised, so only small perturbations help; larger ones turn 1s into 7s.
+SHIFT_FRACTION = 0.08  # about 2 pixels
+ROTATION_DEGREES = 10
+ZOOM_FRACTION = 0.08
+# Share of the run spent warming the learning rate up from zero (cosine recipes).
+WARMUP_FRACTION = 0.05
+
+
+def epochs_for(recipe: TrainingRecipe, profile: Profile) -> int:
+    return recipe.fast_epochs if profile == "fast" else recipe.best_epochs
+
+
+def learning_rate_schedule(recipe: TrainingRecipe, total_steps: int):
+    """The recipe's schedule: constant, inverse-time decay (the seed) or warm-up + cosine."""
+    if recipe.cosine:
+        warmup = max(1, int(total_steps * WARMUP_FRACTION))
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            warmup_target=recipe.learning_rate,
+            warmup_steps=warmup,
+            decay_steps=max(1, total_steps - warmup),
+            alpha=0.01,
+        )
+    if recipe.lr_decay:
+        # Keras 2's `Adam(decay=d)` the seed used: lr / (1 + d * step).
+        return keras.optimizers.schedules.InverseTimeDecay(
+            recipe.learning_rate, decay_steps=1, decay_rate=recipe.lr_decay
+        )
+    return recipe.learning_rate
+
+
+def optimizer_for(recipe: TrainingRecipe, total_steps: int) -> keras.optimizers.Optimizer:
+    schedule = learning_rate_schedule(recipe, total_steps)
+    if recipe.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=schedule)
+    if recipe.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def augmenter(seed: int) -> keras.Sequential:
+    """Random shifts, rotations and zoom; active only while training, on the device."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomTranslation(
+                SHIFT_FRACTION, SHIFT_FRACTION, fill_mode="constant", seed=seed
+            ),
+            keras.layers.RandomRotation(ROTATION_DEGREES / 360, fill_mode="constant", seed=seed),
+            keras.layers.RandomZoom(ZOOM_FRACTION, fill_mode="constant", seed=seed),
+        ],
+        name="augment",
+    )
+
+
+def compile_for_training(
+    name: str, recipe: TrainingRecipe, total_steps: int, seed: int
+) -> tuple[keras.Model, keras.Model]:
+    """(model to export, model to fit). They share weights; the second adds augmentation."""
+    model = LADDER[name].build()
+    trainer = model
+    if recipe.augment:
+        inputs = keras.Input(shape=INPUT_SHAPE, name=INPUT_KEY)
+        trainer = keras.Model(inputs, model(augmenter(seed)(inputs)), name=f"{model.name}_train")
+    trainer.compile(
+        optimizer=optimizer_for(recipe, total_steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model, trainer

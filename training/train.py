@@ -1,0 +1,230 @@
+"""The training job: data -> tf.data pipeline -> fit with TensorBoard -> evaluate -> gate -> export.
+
+`train(config, data)` is the whole job as a function; the CLI (training/cli.py) only
+parses flags, reads the environment and loads the data.
+"""
+
+import json
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from contract import METADATA_FILENAME, NUM_CLASSES, PIXEL_MAX
+from training.data import MnistData, to_model_input
+from training.export import export_model
+from training.models import DEFAULT_MODEL, LADDER
+from training.recipes import Profile, compile_for_training, epochs_for
+from training.report import write_report
+
+log = logging.getLogger(__name__)
+
+REPORT_FILENAME = "report.png"
+WARMUP_IMAGES = 8
+
+
+class AccuracyGateError(Exception):
+    """The trained model is below --min-accuracy; nothing was exported."""
+
+    def __init__(self, accuracy: float, minimum: float):
+        super().__init__(
+            f"test accuracy {accuracy:.4f} is below the required {minimum:.4f}; "
+            "nothing was exported"
+        )
+        self.accuracy = accuracy
+        self.minimum = minimum
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = DEFAULT_MODEL
+    profile: Profile = "fast"
+    export_base: Path = Path("models")
+    epochs: int | None = None  # None: the profile's
+    batch_size: int | None = None  # None: the recipe's
+    seed: int = 0
+    min_accuracy: float | None = None
+    logdir: Path | None = Path("runs")  # None: no TensorBoard logs
+    mixed_precision: bool = False
+    deterministic: bool = False
+    report: bool = True
+    verbose: int | str = "auto"  # Keras progress output: "auto", 0, 1 or 2
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    export_dir: Path
+    test_accuracy: float
+    metadata: dict[str, Any]
+    run_dir: Path | None
+
+
+def configure_devices(mixed_precision: bool) -> tf.distribute.Strategy:
+    """Several GPUs: MirroredStrategy; otherwise the default (one GPU or the CPU)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        # Take GPU memory as needed rather than all of it: TF Serving may share the card.
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if mixed_precision:
+        if not gpus:
+            log.warning("--mixed-precision without a GPU: float16 math on a CPU is slower")
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    """uint8 images and integer labels -> batches of the contract's floats and one-hot labels.
+
+    Scaling happens per batch inside the pipeline so the 60k images stay uint8 in memory.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int32)))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def scale(x, y):
+        return tf.cast(x, tf.float32) / PIXEL_MAX, tf.one_hot(y, NUM_CLASSES)
+
+    return (
+        dataset.batch(batch_size)
+        .map(scale, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _devices() -> list[str]:
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return ["cpu"]
+    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in gpus]  # fmt: skip
+
+
+def _library_versions() -> dict[str, str]:
+    import matplotlib
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
+
+
+def train(config: TrainConfig, data: MnistData) -> TrainResult:
+    """Train `config.model` on `data`, evaluate on its test split and export a new version.
+
+    Raises AccuracyGateError (and exports nothing) below `config.min_accuracy`.
+    """
+    if config.model not in LADDER:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(LADDER)}")
+    stage = LADDER[config.model]
+    recipe = stage.recipe
+    epochs = config.epochs or epochs_for(recipe, config.profile)
+    batch_size = config.batch_size or recipe.batch_size
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = configure_devices(config.mixed_precision)
+    global_batch = batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = -(-len(data.x_train) // global_batch)
+
+    train_ds = make_dataset(data.x_train, data.y_train, global_batch, shuffle_seed=config.seed)
+    test_ds = make_dataset(data.x_test, data.y_test, global_batch)
+    with strategy.scope():
+        model, trainer = compile_for_training(
+            config.model, recipe, total_steps=steps_per_epoch * epochs, seed=config.seed
+        )
+
+    run_dir = None
+    callbacks: list[keras.callbacks.Callback] = []
+    if config.logdir is not None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(config.logdir) / f"{config.model}-{config.profile}-{stamp}"
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir), histogram_freq=1))
+    log.info(
+        "training %s (%s, %d parameters) for %d epochs of %d steps, batch %d, on %s",
+        config.model, stage.description, model.count_params(), epochs, steps_per_epoch,
+        global_batch, ", ".join(_devices()),
+    )  # fmt: skip
+
+    started = time.perf_counter()
+    history = trainer.fit(
+        train_ds,
+        epochs=epochs,
+        validation_data=test_ds,
+        shuffle=False,  # the pipeline shuffles
+        callbacks=callbacks,
+        verbose=config.verbose,
+    ).history
+    seconds = time.perf_counter() - started
+
+    probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
+    test_accuracy = float(np.mean(probabilities.argmax(axis=1) == data.y_test))
+    log.info("test accuracy %.4f after %.1f s", test_accuracy, seconds)
+
+    metadata: dict[str, Any] = {
+        "model": config.model,
+        "description": stage.description,
+        "profile": config.profile,
+        "test_accuracy": round(test_accuracy, 6),
+        "test_loss": round(float(history["val_loss"][-1]), 6),
+        "train_accuracy": round(float(history["accuracy"][-1]), 6),
+        "parameters": int(model.count_params()),
+        "epochs": epochs,
+        "batch_size": global_batch,
+        "seed": config.seed,
+        "mixed_precision": config.mixed_precision,
+        "training_seconds": round(seconds, 2),
+        "seconds_per_epoch": round(seconds / epochs, 2),
+        "train_examples": len(data.x_train),
+        "test_examples": len(data.x_test),
+        "data_sha256": data.sha256,
+        "data_source": data.source,
+        "devices": _devices(),
+        "libraries": _library_versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if config.min_accuracy is not None and test_accuracy < config.min_accuracy:
+        raise AccuracyGateError(test_accuracy, config.min_accuracy)
+
+    with tempfile.TemporaryDirectory(prefix="mnist-report-") as scratch:
+        extra_files = {}
+        if config.report:
+            report = write_report(
+                Path(scratch) / REPORT_FILENAME,
+                f"{config.model} ({config.profile}, {epochs} epochs)",
+                history,
+                data.x_test,
+                data.y_test,
+                probabilities,
+            )
+            extra_files[REPORT_FILENAME] = report
+        export_dir = export_model(
+            model,
+            config.export_base,
+            metadata,
+            to_model_input(data.x_test[:WARMUP_IMAGES]),
+            extra_files=extra_files,
+        )
+    log.info("exported %s (%s, %s)", export_dir, METADATA_FILENAME, REPORT_FILENAME)
+    exported = json.loads((export_dir / METADATA_FILENAME).read_text())
+    return TrainResult(export_dir, test_accuracy, exported, run_dir)
