@@ -135,7 +135,7 @@ LADDER: dict[str, LadderStage] = {
     ),
     "convnet": LadderStage(
         convnet,
-        TrainingRecipe("adam", 0.003, 128, fast_epochs=4, best_epochs=15, lr_decay=0.001),
+        TrainingRecipe("adam", 0.003, 128, fast_epochs=6, best_epochs=15, lr_decay=0.001),
         "the seed's convnet 6-12-24 + dense 200, dropout 0.35, Adam with lr decay",
     ),
     "convnet-bn": LadderStage(

@@ -4,6 +4,7 @@
 parses flags, reads the environment and loads the data.
 """
 
+import contextlib
 import json
 import logging
 import platform
@@ -72,7 +73,9 @@ def configure_devices(mixed_precision: bool) -> tf.distribute.Strategy:
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         # Take GPU memory as needed rather than all of it: TF Serving may share the card.
-        tf.config.experimental.set_memory_growth(gpu, True)
+        # RuntimeError: already initialised by an earlier run in this process.
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
     if mixed_precision:
         if not gpus:
             log.warning("--mixed-precision without a GPU: float16 math on a CPU is slower")
