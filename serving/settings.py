@@ -4,11 +4,15 @@ A bad value (or a misspelt GATEWAY_ variable) stops the process with a clear mes
 instead of surfacing later as odd behaviour under traffic.
 """
 
+import difflib
+import json
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_origin
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import MODEL_NAME
@@ -25,6 +29,7 @@ class Settings(BaseSettings):
     model_name: str = MODEL_NAME
     model_base_path: Path = Path("models/mnist")
     model_poll_seconds: float = Field(2.0, gt=0, description="embedded: new-version poll")
+    model_keep_versions: int = Field(2, ge=1, le=16)
     tfserving_grpc_target: str = "localhost:8500"
     tfserving_rest_url: str = "http://localhost:8501"
     backend_timeout_seconds: float = Field(5.0, gt=0, le=300)
@@ -41,6 +46,8 @@ class Settings(BaseSettings):
     tfserving_rest_max_connections: int = Field(64, ge=1, le=4096)
     # The server's batching max_batch_size: larger batches are sent in chunks.
     tfserving_max_batch_size: int = Field(128, ge=1, le=65536)
+    # TF Serving has no call that lists labels: GET /v1/models looks these names up.
+    tfserving_version_labels: tuple[str, ...] = ("stable", "canary")
     # rest: how long a resolved "latest version" / label -> version answer is reused.
     tfserving_version_cache_seconds: float = Field(2.0, ge=0, le=600)
     # Retries of calls that failed before reaching a server, inside the per-call timeout.
@@ -82,6 +89,67 @@ class Settings(BaseSettings):
         return self
 
 
+ENV_PREFIX = "GATEWAY_"
+
+
+class SettingsError(ValueError):
+    """Configuration that must stop the process, with a message fit for an operator."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """GATEWAY_* variables that name no setting: pydantic-settings would ignore them."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+    )
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment, refusing misspelt names and bad values clearly."""
+    environ = os.environ if environ is None else environ
+    known = sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
+    problems = []
+    for name in unknown_variables(environ):
+        close = difflib.get_close_matches(name.upper(), known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{name}: not a setting{hint}")
+    values = {
+        name[len(ENV_PREFIX) :].lower(): value
+        for name, value in environ.items()
+        if name.upper() in known
+    }
+    if not problems:
+        try:
+            # model_validate reads no environment itself: exactly `environ` counts.
+            return Settings.model_validate({k: _parse(k, v) for k, v in values.items()})
+        except ValidationError as error:
+            problems.extend(_describe(error, values))
+    raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _parse(field: str, value: str) -> object:
+    # Sequence settings are JSON in the environment, as pydantic-settings reads them.
+    if get_origin(Settings.model_fields[field].annotation) in (tuple, list, dict):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _describe(error: ValidationError, values: Mapping[str, str]) -> list[str]:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        if field in values:
+            lines.append(f"{ENV_PREFIX}{field.upper()}={values[field]!r}: {item['msg']}")
+        else:
+            lines.append(str(item["msg"]).removeprefix("Value error, "))
+    return lines
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

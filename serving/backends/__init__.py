@@ -1,0 +1,37 @@
+"""Backends: where probabilities come from. `create_backend` is the one place that picks one."""
+
+from serving.backends.base import Backend, BatchPrediction, ModelInfo
+from serving.settings import Settings
+
+__all__ = ["Backend", "BatchPrediction", "ModelInfo", "create_backend"]
+
+
+def create_backend(settings: Settings) -> Backend:
+    """The backend named by GATEWAY_BACKEND, wrapped for dynamic batching when enabled."""
+    backend = _create_model_backend(settings)
+    # The dynamic-batching wrapper (serving/batching.py) goes around `backend` here,
+    # when settings.batching_enabled.
+    return backend
+
+
+def _create_model_backend(settings: Settings) -> Backend:
+    # Imported lazily: each backend pulls in heavy libraries the others do not need.
+    if settings.backend == "embedded":
+        from serving.backends.embedded import EmbeddedBackend
+
+        return EmbeddedBackend(
+            model_name=settings.model_name,
+            base_path=settings.model_base_path,
+            poll_seconds=settings.model_poll_seconds,
+            keep_versions=settings.model_keep_versions,
+            timeout_seconds=settings.backend_timeout_seconds,
+        )
+    if settings.backend == "grpc":
+        from serving.backends.grpc import GrpcBackend
+
+        return GrpcBackend(settings)
+    if settings.backend == "rest":
+        from serving.backends.rest import RestBackend
+
+        return RestBackend(settings)
+    raise ValueError(f"unknown backend {settings.backend!r}")

@@ -1,0 +1,8 @@
+"""`python -m serving` (or `mnist-gateway`): validate settings, then serve."""
+
+import sys
+
+from serving.server import main
+
+if __name__ == "__main__":
+    sys.exit(main())

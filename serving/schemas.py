@@ -1,0 +1,64 @@
+"""Response bodies of the HTTP API (also what /docs shows)."""
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["bad_image"])
+    message: str = Field(examples=["file 1 ('digit.png'): the PNG image is truncated or corrupt"])
+    request_id: str = Field(examples=["6f1c0a2b9d7e4f3a8b5c2d1e0f9a8b7c"])
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["mnist"])
+    version: str = Field(examples=["3"])
+
+
+class Prediction(BaseModel):
+    filename: str | None = Field(examples=["seven.png"])
+    digit: int = Field(ge=0, le=9, examples=[7])
+    confidence: float = Field(ge=0, le=1, examples=[0.9987])
+    probabilities: list[float] = Field(
+        min_length=10,
+        max_length=10,
+        examples=[[0.0, 0.0, 0.0001, 0.0, 0.0, 0.0, 0.0, 0.9987, 0.0, 0.0012]],
+    )
+
+
+class PredictResponse(BaseModel):
+    model: ModelRef
+    predictions: list[Prediction]
+
+
+class InputContract(BaseModel):
+    name: str = Field(examples=["image"])
+    dtype: str = Field(examples=["float32"])
+    shape: list[int | None] = Field(examples=[[None, 28, 28, 1]])
+    range: tuple[float, float] = (0.0, 1.0)
+    layout: str = Field(examples=["bright ink on a dark background, centred by centre of mass"])
+
+
+class OutputContract(BaseModel):
+    name: str = Field(examples=["probabilities"])
+    dtype: str = Field(examples=["float32"])
+    shape: list[int | None] = Field(examples=[[None, 10]])
+
+
+class ModelsResponse(BaseModel):
+    name: str = Field(examples=["mnist"])
+    version: str = Field(description="the version that answers by default", examples=["3"])
+    versions: list[str] = Field(examples=[["3", "2"]])
+    version_labels: dict[str, str] = Field(examples=[{"stable": "2"}])
+    backend: str = Field(examples=["embedded"])
+    signature: str = Field(examples=["serving_default"])
+    input: InputContract
+    output: OutputContract
+    labels: list[str] = Field(examples=[["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]])
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(examples=["ok"])
