@@ -9,8 +9,12 @@ __all__ = ["Backend", "BatchPrediction", "ModelInfo", "create_backend"]
 def create_backend(settings: Settings) -> Backend:
     """The backend named by GATEWAY_BACKEND, wrapped for dynamic batching when enabled."""
     backend = _create_model_backend(settings)
-    # The dynamic-batching wrapper (serving/batching.py) goes around `backend` here,
-    # when settings.batching_enabled.
+    if settings.batching_enabled:
+        from serving.batching import BatchingBackend
+
+        backend = BatchingBackend(
+            backend, max_batch_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms
+        )
     return backend
 
 
