@@ -44,10 +44,14 @@ _REQUEST_BODY = {
             "schema": PredictJSON.model_json_schema(),
             "example": {
                 "images": [
-                    "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAA"
-                    "VklEQVR4nGNgGPyAEUKFpD77sfTFHXRJAQaGn3/Q9f1lYGBgYEITDd"
-                    "3qxsDAwPBgg7AziuZMVCcxMzAwMDDseHmnd//2iJA/D1BNRjiI6yBm"
-                    "+SWqK0Px0LkbzI/TScaqAAAAAElFTkSuQmCC"
+                    # a 28x28 PNG of an MNIST seven
+                    (
+                        "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAzUlEQVR42mNgGDaAkYGBgcFrPSsD"
+                        "w/dNDA8nmr85gq4i4x8U/Pz352ihuzqKTtY4lUcMnH4MDJqiDAwMDD+665Ek4UDXlSHSmIHhk/xH"
+                        "7I7gUJ79718TTjeq/PuoBGExYUr6M/CG4NKo9PnfB0FcOn25GWa/x6FR9fO/Lxo45EQ2/PtXiMvG"
+                        "nn//7jDhkIv4+++zLg45+4///gXjkBP4/O/fZFbsckz5//6dxiHHYPXv3z9cYcP39t//Qyw4JIP+"
+                        "/TskjcuL6s8OypCQwAAxfUkAnOKpwAAAAABJRU5ErkJggg=="
+                    )
                 ]
             },
         },
