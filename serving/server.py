@@ -8,6 +8,7 @@ import tempfile
 import uvicorn
 
 from serving.app import MULTIPROC_DIR_VARIABLE
+from serving.nodelay import NoDelayHttpProtocol
 from serving.settings import Settings, SettingsError, load_settings
 
 APP_FACTORY = "serving.app:app_from_env"
@@ -36,7 +37,7 @@ def logging_config(level: str) -> dict:
     }
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, app: str = APP_FACTORY) -> None:
     """Run uvicorn; with several workers, metrics are shared through a multiprocess dir."""
     own_metrics_dir = None
     if settings.workers > 1 and not os.environ.get(MULTIPROC_DIR_VARIABLE):
@@ -45,11 +46,14 @@ def serve(settings: Settings) -> None:
         os.environ[MULTIPROC_DIR_VARIABLE] = own_metrics_dir
     try:
         uvicorn.run(
-            APP_FACTORY,
+            app,
             factory=True,
+            # Not stock "httptools": with workers > 1 it leaves Nagle on (see serving.nodelay).
+            http=NoDelayHttpProtocol,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
+            loop=settings.event_loop,
             log_level=settings.log_level,
             log_config=logging_config(settings.log_level),
             access_log=False,

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
+    # "auto" = uvloop when installed; "asyncio" for the standard library's loop.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     log_level: LogLevel = "info"
 
     # Request limits.
