@@ -66,6 +66,14 @@ class BackendUnavailable(GatewayError):
         super().__init__(message, headers={"Retry-After": str(retry_after_seconds)})
 
 
+class BackendError(GatewayError):
+    """The model server answered with an error that is not the client's doing
+    (a model that breaks the contract, an internal error): 502 Bad Gateway."""
+
+    status_code = 502
+    code = "backend_error"
+
+
 class BackendTimeout(GatewayError):
     status_code = 504
     code = "backend_timeout"
