@@ -36,6 +36,8 @@
   let inflight = null;      // AbortController of the request whose answer we wait for
   let lastRequest = null;   // {blob, name} to resend on "Try again"
   let sourceUrl = null;     // object URL of the uploaded file shown as a thumbnail
+  let servedModel = null;   // {name, version} of the model that answered last
+  let backendKind = "";     // from GET v1/models: embedded, grpc or rest
 
   // ---- Drawing ---------------------------------------------------------------------
 
@@ -229,26 +231,18 @@
         return;
       }
       const body = await response.json();
-      if (!modelLabel.dataset.version) modelLabel.textContent = describeModels(body);
+      backendKind = body.backend || "";
+      // A prediction that answered first already named the version that served it.
+      showModel(servedModel || { name: body.name, version: body.version });
     } catch {
       modelLabel.textContent = "unknown (cannot reach the service)";
     }
   }
 
-  // GET v1/models: {"name", "version", "backend", ...} or {"models": [...]}; read it loosely.
-  function describeModels(body) {
-    const model = Array.isArray(body.models) ? body.models[0] || {} : body;
-    const name = model.name || "model";
-    let version = model.version;
-    if (version === undefined && Array.isArray(model.versions) && model.versions.length) {
-      const newest = model.versions[model.versions.length - 1];
-      version = typeof newest === "object" ? newest.version : newest;
-    }
-    const backend = body.backend || model.backend;
-    const kind = typeof backend === "object" && backend !== null ? backend.kind : backend;
-    return [version !== undefined ? `${name}, version ${version}` : name, kind && `${kind} backend`]
-      .filter(Boolean)
-      .join(" · ");
+  function showModel(model) {
+    servedModel = model;
+    const backend = backendKind ? ` · ${backendKind} backend` : "";
+    modelLabel.textContent = `${model.name}, version ${model.version}${backend}`;
   }
 
   // ---- Showing results ---------------------------------------------------------------
@@ -307,11 +301,10 @@
     let version = "";
     if (model && model.version !== undefined) {
       version = ` (model version ${model.version})`;
-      modelLabel.dataset.version = String(model.version);
-      modelLabel.textContent = `${model.name || "model"}, version ${model.version}`;
+      showModel(model);
     }
     statusLine.textContent =
-      `The model reads a ${prediction.digit} with ${percent(prediction.confidence)} confidence${version}.`;
+      `The model reads the digit ${prediction.digit} with ${percent(prediction.confidence)} confidence${version}.`;
     result.dataset.state = "done";
   }
 
