@@ -7,8 +7,12 @@ BIN := $(VENV)/bin
 MODEL_BASE ?= models
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# checkov (security scan in tests/k8s) pins packages that clash with the project's
+# (packaging, termcolor...): it gets a venv of its own.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: run train serve test lint system-deps bench clean
+.PHONY: run train serve test lint checkov system-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +42,15 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint checkov
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
 
 # Debian packages some tests drive: the browser and wrk for benchmarks.
 system-deps:
@@ -51,4 +62,4 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/ladder.py
 
 clean:
-	rm -rf $(VENV) runs test-artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) runs test-artifacts .pytest_cache .ruff_cache
