@@ -100,6 +100,11 @@ class ImageSource:
     path: Path | None = None
     data: bytes | None = None
 
+    @property
+    def upload_name(self) -> str:
+        """What the server is told: the base name, never the local directories."""
+        return "stdin" if self.path is None else self.path.name
+
     def read(self) -> bytes:
         if self.data is not None:
             return self.data
@@ -220,12 +225,19 @@ class Client:
         return self._max_files
 
     def _ask_server_limit(self) -> int | None:
+        """The server's files-per-request limit when `GET /v1/models` reports one.
+
+        A hint only: one try, no retries, any problem means "unknown" (the predict
+        requests report real trouble; a 413 for too many files splits the chunk anyway).
+        """
+        with self._count_lock:
+            self.requests_sent += 1
         try:
-            response = self._send("GET", "/v1/models")
-        except RequestRejected:
+            response = self._http.get("/v1/models")
+            limits = response.json().get("limits") if response.is_success else None
+        except (httpx.HTTPError, ValueError, AttributeError):
             return None
-        limits = response.json().get("limits") or {}
-        value = limits.get("max_files_per_request")
+        value = limits.get("max_files_per_request") if isinstance(limits, dict) else None
         return value if isinstance(value, int) and value > 0 else None
 
     def _chunks(self, sources: list[ImageSource]) -> Iterator[list[ImageSource]]:
@@ -247,10 +259,7 @@ class Client:
         return [results[index] for index in range(len(chunk))]
 
     def _predict_group(self, group: list[tuple[int, ImageSource, bytes]]) -> dict[int, Result]:
-        files = [
-            ("file", (source.name if source.name != STDIN else "stdin", data))
-            for _, source, data in group
-        ]
+        files = [("file", (source.upload_name, data)) for _, source, data in group]
         try:
             response = self._send("POST", "/v1/predict", files=files)
         except RequestRejected as exc:

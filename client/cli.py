@@ -38,8 +38,8 @@ EXIT_UNREADABLE = 3
 EXIT_REJECTED = 4
 EXIT_UNAVAILABLE = 5
 
-SPARK_BLOCKS = " ▁▂▃▄▅▆▇█"
-SPARK_ASCII = " .:-=+*#%@"
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_ASCII = "_.:-=+*#"
 
 
 def build_parser() -> argparse.ArgumentParser:
