@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,19 +81,24 @@ class GatewayProcess:
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until /readyz answers 200 (TensorFlow's import alone takes seconds)."""
-        import time
+        self._wait_for("/readyz", timeout)
 
+    def wait_alive(self, timeout: float = 90.0) -> None:
+        self._wait_for("/healthz", timeout)
+
+    def _wait_for(self, path: str, timeout: float) -> None:
+        # Polling is the only signal a separate process gives; 0.1 s steps, bounded.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"gateway not ready in {timeout} s:\n{self.log()}")
+        raise TimeoutError(f"gateway: no 200 from {path} in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
