@@ -23,6 +23,7 @@ import numpy as np
 from locust import FastHttpUser, between, constant, events, task
 
 from client.payloads import (
+    BAD_UPLOAD_PREFIX,
     SAMPLE_PATH,
     Body,
     bad_uploads,
@@ -34,7 +35,6 @@ from client.payloads import (
 )
 
 PREDICT_PATH = "/v1/predict"
-BAD_UPLOAD_PREFIX = "bad upload: "
 PHOTO_SIZE = (1280, 960)
 
 

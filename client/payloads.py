@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "mnist-sample.npz"
+# Locust request names of malformed uploads start with this: they must get a 4xx.
+BAD_UPLOAD_PREFIX = "bad upload: "
 
 
 @dataclass(frozen=True)
