@@ -258,7 +258,8 @@
       head.scope = "row";
       head.textContent = String(digit);
       const cell = document.createElement("td");
-      cell.className = "bar-cell";
+      const bars = document.createElement("div");
+      bars.className = "bar-cell";
       const track = document.createElement("span");
       track.className = "bar-track";
       track.setAttribute("aria-hidden", "true");
@@ -268,7 +269,8 @@
       const value = document.createElement("span");
       value.className = "value";
       value.textContent = "–";
-      cell.append(track, value);
+      bars.append(track, value);
+      cell.append(bars);
       row.append(head, cell);
       rows.append(row);
     }

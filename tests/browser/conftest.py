@@ -94,9 +94,9 @@ def start_gateway():
 
 
 @pytest.fixture(scope="module")
-def gateway(tiny_model_base) -> Iterator[Gateway]:
-    """The gateway serving a real model that reads drawn digits."""
-    with running_gateway(tiny_model_base / "mnist") as running:
+def gateway(well_trained_model_base) -> Iterator[Gateway]:
+    """The gateway serving a real, well-trained model: drawn digits are read reliably."""
+    with running_gateway(well_trained_model_base / "mnist") as running:
         yield running
 
 
@@ -124,7 +124,7 @@ def browser():
 def page(browser):
     """A fresh browser context per test (no shared storage), high-DPI like a laptop."""
     context = browser.new_context(
-        viewport={"width": 1100, "height": 860}, device_scale_factor=2, has_touch=True
+        viewport={"width": 1100, "height": 800}, device_scale_factor=2, has_touch=True
     )
     page = context.new_page()
     page.set_default_timeout(15_000)

@@ -115,7 +115,7 @@ def vertical_stroke() -> list[tuple[float, float]]:
 
 def ellipse() -> list[tuple[float, float]]:
     # A little past a full turn so the loop closes, as a hand-drawn 0 does.
-    angles = np.linspace(-math.pi / 2, 1.55 * math.pi, 40)
+    angles = np.linspace(-math.pi / 2, 1.55 * math.pi, 60)
     return [(0.5 + 0.24 * math.cos(a), 0.5 + 0.34 * math.sin(a)) for a in angles]
 
 
@@ -237,6 +237,22 @@ def test_probability_table_lists_all_ten_digits_with_the_top_one_marked(page, ga
     assert f"{percents[shown.digit]:.1f}% confidence" in shown.status
 
 
+def test_probability_bars_are_drawn_to_scale(page, gateway):
+    page.goto(gateway.url)
+    draw_with_mouse(page, vertical_stroke())
+    shown = await_answer(page)
+
+    for digit, text in shown.probabilities.items():
+        row = page.locator(f"#probability-rows tr[data-digit='{digit}']")
+        bar = row.locator(".bar").bounding_box()
+        track = row.locator(".bar-track").bounding_box()
+        # The bar's share of its track is the probability shown next to it (0.1 % steps,
+        # one device pixel of rounding).
+        assert bar["width"] / track["width"] == pytest.approx(
+            float(text.rstrip("%")) / 100, abs=0.002 + 1 / track["width"]
+        ), digit
+
+
 def test_page_names_the_model_version_that_answers(page, gateway):
     page.goto(gateway.url)
     page.wait_for_function("document.getElementById('model').textContent.includes('version')")
@@ -279,9 +295,9 @@ def test_page_says_the_service_is_unavailable_when_no_model_is_loaded(page, gate
 
 
 def test_page_says_it_cannot_reach_the_service_when_the_gateway_stops(
-    page, start_gateway, tiny_model_base
+    page, start_gateway, well_trained_model_base
 ):
-    with start_gateway(tiny_model_base / "mnist") as short_lived:
+    with start_gateway(well_trained_model_base / "mnist") as short_lived:
         page.goto(short_lived.url)
         page.wait_for_function("document.getElementById('model').textContent.includes('version')")
     draw_with_mouse(page, vertical_stroke())
