@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     tfserving_max_batch_size: int = Field(128, ge=1, le=65536)
     # TF Serving has no call that lists labels: GET /v1/models looks these names up.
     tfserving_version_labels: tuple[str, ...] = ("stable", "canary")
+    # The label a request that names no version or label goes to, e.g. "stable" while a
+    # canary is served (k8s/components/canary): TF Serving itself would answer such a
+    # request with the highest loaded version, the canary. Unset: TF Serving's choice.
+    tfserving_default_label: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
     # rest: how long a resolved "latest version" / label -> version answer is reused.
     tfserving_version_cache_seconds: float = Field(2.0, ge=0, le=600)
     # Retries of calls that failed before reaching a server, inside the per-call timeout.
@@ -83,6 +87,10 @@ class Settings(BaseSettings):
             raise ValueError("GATEWAY_TFSERVING_REST_URL must start with http:// or https://")
         if self.backend == "grpc" and not self.tfserving_grpc_target.strip():
             raise ValueError("GATEWAY_TFSERVING_GRPC_TARGET must not be empty")
+        if self.tfserving_default_label is not None and self.backend == "embedded":
+            raise ValueError(
+                "GATEWAY_TFSERVING_DEFAULT_LABEL needs a TF Serving backend (grpc or rest)"
+            )
         if self.backend_retry_backoff_seconds >= self.backend_timeout_seconds:
             raise ValueError(
                 "GATEWAY_BACKEND_RETRY_BACKOFF_SECONDS must be shorter than "

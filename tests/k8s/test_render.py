@@ -95,19 +95,27 @@ def test_cpu_overlay_needs_no_gpu_and_fits_a_one_node_cluster(rendered):
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
-def test_canary_overlay_differs_from_cpu_only_in_the_model_config_it_serves(rendered):
+def test_canary_overlay_differs_from_cpu_only_in_which_versions_answer(rendered):
     plain, canary = rendered["cpu"], rendered["cpu-canary"]
     assert [m for m in canary if m["kind"] != "Deployment"] == [
         m for m in plain if m["kind"] != "Deployment"
     ]
-    assert find(canary, "Deployment", "gateway") == find(plain, "Deployment", "gateway")
 
-    def config_file(manifests):
-        server = container(find(manifests, "Deployment", "tfserving"), "model-server")
-        return env_of(server)["MODEL_CONFIG_FILE"]["value"]
+    def environment(manifests, deployment, container_name):
+        spec = container(find(manifests, "Deployment", deployment), container_name)
+        return {name: entry.get("value") for name, entry in env_of(spec).items()}
 
-    assert config_file(plain) == "/etc/tfserving/models.config"
-    assert config_file(canary) == "/etc/tfserving/models.canary.config"
+    server_plain = environment(plain, "tfserving", "model-server")
+    server_canary = environment(canary, "tfserving", "model-server")
+    assert server_plain["MODEL_CONFIG_FILE"] == "/etc/tfserving/models.config"
+    assert server_canary == {
+        **server_plain,
+        "MODEL_CONFIG_FILE": "/etc/tfserving/models.canary.config",
+    }
+
+    gateway_plain = environment(plain, "gateway", "gateway")
+    gateway_canary = environment(canary, "gateway", "gateway")
+    assert gateway_canary == {**gateway_plain, "GATEWAY_TFSERVING_DEFAULT_LABEL": "stable"}
 
 
 def test_changing_a_tf_serving_config_file_rolls_the_tf_serving_pods(kubectl, tmp_path):
