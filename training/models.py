@@ -88,17 +88,22 @@ def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, strides: int = 1):
 
 
 def convnet_bn() -> keras.Model:
-    """Our improved convnet: wider, batch-normalised, trained with augmentation."""
+    """Our improved convnet: two batch-normalised conv blocks, each ending in a strided 5x5
+    conv instead of pooling, then a small dense layer; dropout between blocks.
+
+    The layout of a well-known Kaggle MNIST design (32C3-32C3-32C5S2, 64C3-64C3-64C5S2,
+    128) that reaches ~99.6-99.7% with light augmentation; trained here with warm-up +
+    cosine decay and label smoothing.
+    """
     inputs = _input()
-    x = _conv_bn(inputs, 32, 3)
-    x = _conv_bn(x, 32, 3)
-    x = _conv_bn(x, 64, 5, strides=2)
-    x = keras.layers.SpatialDropout2D(0.1)(x)
-    x = _conv_bn(x, 64, 3)
-    x = _conv_bn(x, 128, 5, strides=2)
-    x = keras.layers.SpatialDropout2D(0.1)(x)
+    x = inputs
+    for filters in (32, 64):
+        x = _conv_bn(x, filters, 3)
+        x = _conv_bn(x, filters, 3)
+        x = _conv_bn(x, filters, 5, strides=2)
+        x = keras.layers.Dropout(0.4)(x)
     x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(256, use_bias=False)(x)
+    x = keras.layers.Dense(128, use_bias=False)(x)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.Activation("relu")(x)
     x = keras.layers.Dropout(0.4)(x)

@@ -5,6 +5,7 @@ backend, which is how the ladder benchmark uses a GPU machine that has JAX but n
 TensorFlow. Labels are one-hot everywhere because label smoothing needs them.
 """
 
+import time
 from typing import Literal
 
 import keras
@@ -85,3 +86,22 @@ def compile_for_training(
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     return model, trainer
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Wall-clock seconds since the start of fit() at the end of each epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+        self.elapsed: list[float] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.elapsed.append(time.perf_counter() - self.started)
+
+
+def seconds_to_reach(target: float, accuracies: list[float], elapsed: list[float]) -> float | None:
+    """Wall-clock time at the end of the first epoch whose test accuracy reached `target`."""
+    for accuracy, seconds in zip(accuracies, elapsed, strict=True):
+        if accuracy >= target:
+            return seconds
+    return None

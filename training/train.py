@@ -23,13 +23,14 @@ from contract import METADATA_FILENAME, NUM_CLASSES, PIXEL_MAX
 from training.data import MnistData, to_model_input
 from training.export import export_model
 from training.models import DEFAULT_MODEL, LADDER
-from training.recipes import Profile, compile_for_training, epochs_for
+from training.recipes import EpochClock, Profile, compile_for_training, epochs_for, seconds_to_reach
 from training.report import write_report
 
 log = logging.getLogger(__name__)
 
 REPORT_FILENAME = "report.png"
 WARMUP_IMAGES = 8
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "elapsed_seconds")
 
 
 class AccuracyGateError(Exception):
@@ -111,6 +112,10 @@ def make_dataset(
     )
 
 
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 2)
+
+
 def _devices() -> list[str]:
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
@@ -158,7 +163,8 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
         )
 
     run_dir = None
-    callbacks: list[keras.callbacks.Callback] = []
+    clock = EpochClock()
+    callbacks: list[keras.callbacks.Callback] = [clock]
     if config.logdir is not None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = Path(config.logdir) / f"{config.model}-{config.profile}-{stamp}"
@@ -198,6 +204,15 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
         "mixed_precision": config.mixed_precision,
         "training_seconds": round(seconds, 2),
         "seconds_per_epoch": round(seconds / epochs, 2),
+        # Includes each epoch's evaluation on the test set, as the curves need it anyway.
+        "seconds_to_99_percent": _rounded(
+            seconds_to_reach(0.99, history["val_accuracy"], clock.elapsed)
+        ),
+        "history": {
+            key: [round(float(value), 6) for value in values]
+            for key, values in {**history, "elapsed_seconds": clock.elapsed}.items()
+            if key in HISTORY_KEYS
+        },
         "train_examples": len(data.x_train),
         "test_examples": len(data.x_test),
         "data_sha256": data.sha256,
