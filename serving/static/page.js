@@ -162,7 +162,6 @@
     inflight = controller;
     lastRequest = { blob, name, previewUrl };
     result.dataset.state = "predicting";
-    result.setAttribute("aria-busy", "true");
 
     const form = new FormData();
     form.append("file", blob, name);
@@ -186,10 +185,7 @@
         "Cannot reach the prediction service. Check that the gateway is running, then try again.",
       );
     } finally {
-      if (controller === inflight) {
-        inflight = null;
-        result.removeAttribute("aria-busy");
-      }
+      if (controller === inflight) inflight = null;
     }
   }
 
@@ -202,6 +198,8 @@
         const when = Number.isFinite(wait) && wait > 0 ? `in ${wait} s` : "in a moment";
         return `The prediction service is unavailable right now: no model is ready to answer. Try again ${when}.`;
       }
+      case 502:
+        return "The model server failed to answer. Try again.";
       case 504:
         return "The model took too long to answer. Try again.";
       case 422:
@@ -330,7 +328,6 @@
     errorBox.hidden = true;
     statusLine.textContent = "Draw a digit to see what the model thinks it is.";
     result.dataset.state = "idle";
-    result.removeAttribute("aria-busy");
   }
 
   // ---- Uploads -----------------------------------------------------------------------
