@@ -128,6 +128,22 @@ class Servable:
         saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
         # TF Serving answers metadata with the whole map of the serving MetaGraphDef.
         self.signature_defs = saved_model.meta_graphs[0].signature_def
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run each signature once before serving, as TF Serving replays the export's
+        assets.extra/tf_serving_warmup_requests: the first call pays for tracing."""
+        import numpy as np
+        import tensorflow as tf
+
+        for name, signature_def in self.signature_defs.items():
+            if name.startswith("__"):
+                continue
+            inputs = {}
+            for key, info in signature_def.inputs.items():
+                shape = [1 if d.size == -1 else d.size for d in info.tensor_shape.dim]
+                inputs[key] = np.zeros(shape, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+            self.run(name, inputs)
 
     def run(self, signature_name: str, inputs: dict) -> dict:
         """Run a signature on numpy inputs; errors as TF Serving reports them."""
