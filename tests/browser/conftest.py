@@ -78,18 +78,20 @@ class _ThreadedServer:
 
 
 @contextmanager
-def running_gateway(model_base_path: Path) -> Iterator[Gateway]:
+def running_gateway(model_base_path: Path, **settings_overrides) -> Iterator[Gateway]:
     from serving.app import create_app
     from serving.settings import Settings
 
-    settings = Settings(model_base_path=model_base_path, batching_enabled=False)
+    settings = Settings(
+        model_base_path=model_base_path, batching_enabled=False, **settings_overrides
+    )
     with _ThreadedServer(create_app(settings)) as server:
         yield Gateway(url=f"http://127.0.0.1:{server.port}/")
 
 
 @pytest.fixture
 def start_gateway():
-    """`with start_gateway(model_base_path) as gateway:` for a test that stops its own."""
+    """`with start_gateway(model_base_path, **settings) as gateway:` for a test's own gateway."""
     return running_gateway
 
 

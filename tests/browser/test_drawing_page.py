@@ -9,8 +9,11 @@ import base64
 import io
 import math
 import re
+import shutil
+import time
 from dataclasses import dataclass
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -294,6 +297,32 @@ def test_page_says_the_service_is_unavailable_when_no_model_is_loaded(page, gate
     assert page.evaluate(CONTRAST_FAILURES_JS) == []
 
 
+def test_try_again_answers_once_the_model_has_loaded(
+    page, start_gateway, well_trained_model_base, tmp_path
+):
+    model_dir = tmp_path / "mnist"
+    model_dir.mkdir()
+    with start_gateway(model_dir, model_poll_seconds=0.2) as gateway:
+        page.goto(gateway.url)
+        draw_with_mouse(page, vertical_stroke())
+        assert await_answer(page).state == "error"
+
+        # Publish a version the way the exporter does (staged, then renamed) and wait
+        # until the gateway's poll has loaded it.
+        shutil.copytree(well_trained_model_base / "mnist" / "1", model_dir / ".1-partial")
+        (model_dir / ".1-partial").rename(model_dir / "1")
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{gateway.url}readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the gateway never loaded the new version"
+            time.sleep(0.1)
+        page.get_by_role("button", name="Try again").click()
+        shown = await_answer(page)
+
+    assert shown.error is None
+    assert shown.digit == "1", shown
+    assert page.locator("#model").inner_text().startswith("mnist, version 1")
+
+
 def test_page_says_it_cannot_reach_the_service_when_the_gateway_stops(
     page, start_gateway, well_trained_model_base
 ):
@@ -331,6 +360,9 @@ def test_upload_is_reached_with_tab_and_opens_the_file_chooser(
     upload = tmp_path / "digit.png"
     upload.write_bytes(png_bytes(mnist_sample["x_test"][0]))
 
+    # Listening from the start turns on Playwright's file-chooser interception before the
+    # key press; subscribing only around the key press races with it.
+    page.on("filechooser", lambda chooser: None)
     page.goto(gateway.url)
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")
