@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     tfserving_rest_max_connections: int = Field(64, ge=1, le=4096)
     # The server's batching max_batch_size: larger batches are sent in chunks.
     tfserving_max_batch_size: int = Field(128, ge=1, le=65536)
+    # Label for requests that name no version or label (canary rollouts: "stable"); unset,
+    # TF Serving answers them with its highest loaded version.
+    tfserving_default_label: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
     # TF Serving has no call that lists labels: GET /v1/models looks these names up.
     tfserving_version_labels: tuple[str, ...] = ("stable", "canary")
     # The label a request that names no version or label goes to, e.g. "stable" while a

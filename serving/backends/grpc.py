@@ -220,7 +220,8 @@ class GrpcBackend(TFServingBackend):
         available = sorted(v.version for v in status.model_version_status if v.state == AVAILABLE)
         if not available:
             raise BackendUnavailable(f"TF Serving has no AVAILABLE version of {self.model_name}")
-        metadata = await self._metadata(deadline)
+        # What a request without version or label gets (the default label, when set).
+        metadata = await self._metadata(deadline, self.default_label)
         signature_def_map = get_model_metadata_pb2.SignatureDefMap()
         metadata.metadata["signature_def"].Unpack(signature_def_map)
         problems = signature_contract_problems(

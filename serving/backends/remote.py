@@ -87,6 +87,7 @@ class TFServingBackend(Backend):
         self.timeout_seconds = settings.backend_timeout_seconds
         self.max_batch_size = settings.tfserving_max_batch_size
         self.known_labels = settings.tfserving_version_labels
+        self.default_label = settings.tfserving_default_label
         self._retries = settings.backend_retries
         self._backoff_seconds = settings.backend_retry_backoff_seconds
         self.breaker = CircuitBreaker(
@@ -130,6 +131,8 @@ class TFServingBackend(Backend):
         label = check_label(label)
         if version_number is not None and label is not None:
             raise InvalidRequest("ask for a model version or a version label, not both")
+        if version_number is None and label is None:
+            label = self.default_label
         deadline = Deadline(self.timeout_seconds)
         chunks = [
             images[start : start + self.max_batch_size]

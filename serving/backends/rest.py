@@ -224,7 +224,8 @@ class RestBackend(TFServingBackend):
         available = await self._available_versions(deadline)
         if not available:
             raise BackendUnavailable(f"TF Serving has no AVAILABLE version of {self.model_name}")
-        metadata = await self._metadata(deadline)
+        # What a request without version or label gets (the default label, when set).
+        metadata = await self._metadata(deadline, self.default_label)
         problems = signature_contract_problems(
             metadata.get("metadata", {}).get("signature_def", {})
         )
