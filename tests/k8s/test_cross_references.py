@@ -5,6 +5,7 @@ Settings class, serving/tfserving/'s configs, the Dockerfiles, the model contrac
 rename anywhere fails here instead of in a cluster.
 """
 
+import json
 import math
 import posixpath
 import re
@@ -228,12 +229,59 @@ def test_tf_serving_thread_pools_follow_the_container_cpu_limit(rendered, overla
     server = container(deployment, "model-server")
     cores = math.ceil(cpu_cores(server["resources"]["limits"]["cpu"]))
     flags = model_server_flags(deployment)
+    batching = read_repo_file(f"{TFSERVING_CONFIG_DIR}/batching_parameters.txt")
+    (batch_threads,) = re.findall(r"num_batch_threads\s*\{\s*value\s*:\s*(\d+)\s*\}", batching)
+    assert int(batch_threads) == cores
     assert int(flags["tensorflow_intra_op_parallelism"]) == cores
     assert int(flags["tensorflow_inter_op_parallelism"]) == cores
     assert int(flags["rest_api_num_threads"]) == 4 * cores
     # The core count comes from the limit itself, not a number that could drift from it.
     cpu_limit = env_of(server)["CPU_LIMIT"]["valueFrom"]["resourceFieldRef"]
     assert cpu_limit == {"containerName": "model-server", "resource": "limits.cpu", "divisor": "1"}
+
+
+def dockerfile_stage(dockerfile: str, target: str) -> str:
+    """The instructions of one build stage (FROM ... AS target up to the next FROM)."""
+    text = read_repo_file(dockerfile)
+    stages = re.split(r"^(?=FROM\s)", text, flags=re.I | re.M)
+    (stage,) = [
+        s for s in stages if re.match(rf"FROM\s+(?:--\S+\s+)*\S+\s+AS\s+{target}\s", s, re.I)
+    ]
+    return stage
+
+
+def exec_form(stage: str, instruction: str) -> list[str]:
+    """The JSON (exec form) argument list of an ENTRYPOINT or CMD instruction."""
+    (text,) = re.findall(rf"^{instruction}\s+(\[.*?\])\s*$", stage.replace("\\\n", " "), re.M)
+    return json.loads(text)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tf_serving_runs_the_command_line_of_its_image(rendered, overlay):
+    """Flag for flag the image's (and so the README's) command line, except what
+    Kubernetes knows better: thread pools from the CPU limit, the config file (the
+    canary component swaps it), and labels allowed on versions still loading."""
+    stage = dockerfile_stage("Dockerfile.serve", "model-server")
+    deployment = find(rendered[overlay], "Deployment", "tfserving")
+    server = container(deployment, "model-server")
+    assert server["command"] == exec_form(stage, "ENTRYPOINT")
+
+    image_flags = flag_values(exec_form(stage, "CMD"))
+    k8s_flags = model_server_flags(deployment)
+    sized_by_kubernetes = {
+        "tensorflow_intra_op_parallelism",
+        "tensorflow_inter_op_parallelism",
+        "rest_api_num_threads",
+        "model_config_file",
+    }
+    kubernetes_only = {"allow_version_labels_for_unavailable_models"}
+    assert set(k8s_flags) == set(image_flags) | kubernetes_only
+    for flag, value in image_flags.items():
+        if flag not in sized_by_kubernetes:
+            assert k8s_flags[flag] == value, flag
+    assert posixpath.dirname(k8s_flags["model_config_file"]) == posixpath.dirname(
+        image_flags["model_config_file"]
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
