@@ -12,7 +12,7 @@ PORT ?= 8000
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: run train serve test lint checkov system-deps bench clean
+.PHONY: run train serve test lint checkov system-deps bench bench-gateway clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ system-deps:
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/ladder.py
+
+# Gateway throughput vs its baselines (wrk from system-deps); rewrites docs/benchmarks.md.
+bench-gateway: $(VENV)/.dev-installed
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) runs test-artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,516 @@
+"""Gateway throughput and latency against its baselines, in one run on this machine.
+
+    .venv/bin/python bench/gateway.py              # ~10 minutes; writes docs/benchmarks.md
+    .venv/bin/python bench/gateway.py --seconds 2  # a quick look (noisier)
+
+Starts each server in turn on 127.0.0.1 (the gateway with the embedded backend, 1 and 2
+workers, dynamic batching on and off; the baseline app of bench/baselines.py through the
+same launcher and settings), drives it with wrk at concurrency 1, 8, 32 and 64, and
+prints requests/s and p50/p95/p99 per cell; then the raw in-process signature call (the
+compute floor), the TCP_NODELAY check of multi-worker mode, and the ratios the gateway
+is held to. Not a test: numbers depend on the machine and on what else runs on it.
+"""
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
+
+from bench.loadgen import LoadResult, run_wrk, write_script  # noqa: E402
+from bench.model import build_bench_model  # noqa: E402
+from client.payloads import load_digits, multipart_body, photo_jpeg, png_bytes  # noqa: E402
+
+CONCURRENCY = (1, 8, 32, 64)
+STARTED_MARKER = "Application startup complete"
+START_TIMEOUT_S = 240
+WARMUP_S = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str  # the row name in the tables
+    path: str
+    payload: str | None  # key into the payload scripts; None = GET
+    concurrency: tuple[int, ...] = CONCURRENCY
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    label: str
+    app: str  # "gateway", "baselines" or "baselines-stock-uvicorn"
+    workers: int
+    targets: tuple[Target, ...]
+    batching: bool = True
+    event_loop: str = "auto"
+
+
+@dataclass
+class Row:
+    server: ServerSpec
+    target: Target
+    cells: dict[int, LoadResult] = field(default_factory=dict)
+
+
+GATEWAY_TARGETS = (
+    Target("gateway /v1/predict, one 28x28 PNG", "/v1/predict", "png"),
+    Target("gateway /v1/predict, one 640x480 JPEG", "/v1/predict", "jpeg"),
+    Target("gateway /v1/predict, batch of 8 PNGs", "/v1/predict", "batch8"),
+)
+HEALTHZ = Target("gateway /healthz", "/healthz", None)
+BASELINE_TARGETS = (
+    Target("trivial upload route, one 28x28 PNG", "/upload", "png"),
+    Target("trivial upload route, one 640x480 JPEG", "/upload", "jpeg", (32,)),
+    Target("trivial upload route, batch of 8 PNGs", "/upload", "batch8", (32,)),
+    Target("per-request signature endpoint, one 28x28 PNG", "/signature", "png"),
+    Target("per-request signature endpoint, one 640x480 JPEG", "/signature", "jpeg", (32,)),
+    Target("per-request signature endpoint, batch of 8 PNGs", "/signature", "batch8", (32,)),
+    Target("naive Keras model.predict endpoint, one 28x28 PNG", "/naive", "png", (1, 32)),
+)
+UPLOAD_C1 = Target("trivial upload route, one 28x28 PNG", "/upload", "png", (1,))
+PREDICT_C1 = Target("gateway /v1/predict, one 28x28 PNG", "/v1/predict", "png", (1,))
+
+
+def plan() -> list[ServerSpec]:
+    servers = []
+    for workers in (1, 2):
+        servers.append(
+            ServerSpec(
+                f"gateway, {workers}w, batching on", "gateway", workers, (HEALTHZ, *GATEWAY_TARGETS)
+            )
+        )
+        servers.append(
+            ServerSpec(
+                f"gateway, {workers}w, batching off",
+                "gateway",
+                workers,
+                GATEWAY_TARGETS,
+                batching=False,
+            )
+        )
+        servers.append(ServerSpec(f"baselines, {workers}w", "baselines", workers, BASELINE_TARGETS))
+    # Multi-worker keep-alive with the standard-library event loop: where uvicorn #3149 bites.
+    servers += [
+        ServerSpec(
+            "stock uvicorn --workers 2 --loop asyncio",
+            "baselines-stock-uvicorn",
+            2,
+            (UPLOAD_C1,),
+            event_loop="asyncio",
+        ),
+        ServerSpec(
+            "our launcher, 2w, loop asyncio", "baselines", 2, (UPLOAD_C1,), event_loop="asyncio"
+        ),
+        ServerSpec("gateway, 2w, loop asyncio", "gateway", 2, (PREDICT_C1,), event_loop="asyncio"),
+    ]
+    return servers
+
+
+def write_payloads(workdir: Path) -> dict[str | None, Path]:
+    """Lua scripts per payload: one 28x28 PNG, one 640x480 photo JPEG, a batch of 8 PNGs."""
+    digits, _ = load_digits(count=8)
+    pngs = [png_bytes(digit) for digit in digits]
+    jpeg = photo_jpeg(digits[0], np.random.default_rng(0), (640, 480))
+    bodies = {
+        "png": multipart_body([("digit.png", pngs[0], "image/png")]),
+        "jpeg": multipart_body([("photo.jpg", jpeg, "image/jpeg")]),
+        "batch8": multipart_body([(f"d{i}.png", png, "image/png") for i, png in enumerate(pngs)]),
+    }
+    scripts: dict[str | None, Path] = {None: write_script(workdir / "get.lua", None, None)}
+    for name, body in bodies.items():
+        body_file = workdir / f"{name}.bin"
+        body_file.write_bytes(body.data)
+        scripts[name] = write_script(workdir / f"{name}.lua", body_file, body.content_type)
+    return scripts
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running(spec: ServerSpec, export_base: Path, keras_path: Path, log_dir: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_WORKERS": str(spec.workers),
+        "GATEWAY_EVENT_LOOP": spec.event_loop,
+        "GATEWAY_BATCHING_ENABLED": str(spec.batching).lower(),
+        "GATEWAY_MODEL_BASE_PATH": str(export_base / "mnist"),
+        "BENCH_EXPORT_DIR": str(export_base / "mnist" / "1"),
+        "BENCH_KERAS_PATH": str(keras_path),
+    }
+    if spec.app == "gateway":
+        command = [sys.executable, "-m", "serving"]
+    elif spec.app == "baselines":
+        command = [
+            sys.executable,
+            "-c",
+            "from serving.server import serve; from serving.settings import load_settings; "
+            "serve(load_settings(), app='bench.baselines:create_app')",
+        ]
+    else:  # what `uvicorn --workers N` does out of the box
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.baselines:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(spec.workers),
+            "--loop",
+            spec.event_loop,
+            "--no-access-log",
+        ]
+    log_path = log_dir / f"{re.sub(r'[^a-z0-9]+', '-', spec.label.lower())}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        # Every worker logs this once its app (model included) is loaded.
+        while log_path.read_text(errors="replace").count(STARTED_MARKER) < spec.workers:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{spec.label} did not start; see {log_path}")
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def measure_server(
+    spec: ServerSpec,
+    scripts: dict,
+    export_base: Path,
+    keras_path: Path,
+    workdir: Path,
+    seconds: float,
+) -> list[Row]:
+    rows = []
+    with running(spec, export_base, keras_path, workdir) as url:
+        for target in spec.targets:
+            script = scripts[target.payload]
+            if target.path != "/naive":  # the naive route would spend the warm-up on 20 calls
+                run_wrk(url + target.path, script, concurrency=8, seconds=WARMUP_S)
+            row = Row(spec, target)
+            for concurrency in target.concurrency:
+                row.cells[concurrency] = run_wrk(
+                    url + target.path,
+                    script,
+                    concurrency=concurrency,
+                    seconds=seconds,
+                    timeout_s=60,
+                )
+                cell = format_cell(row.cells[concurrency])
+                print(f"  {format_row_label(row):<75} c={concurrency:<3} {cell}", flush=True)
+            rows.append(row)
+    return rows
+
+
+def signature_floor(export_base: Path, seconds: float) -> list[tuple[int, float, float, float]]:
+    """(batch, calls/s, p50 ms, p99 ms) of the bare signature call, in this process."""
+    import tensorflow as tf
+
+    from contract import INPUT_KEY, SIGNATURE_NAME
+
+    signature = tf.saved_model.load(str(export_base / "mnist" / "1")).signatures[SIGNATURE_NAME]
+    digits, _ = load_digits(count=64)
+    results = []
+    for batch in (1, 8, 32):
+        images = tf.constant((digits[:batch, :, :, None] / 255.0).astype(np.float32))
+        for _ in range(20):
+            signature(**{INPUT_KEY: images})
+        timings = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            signature(**{INPUT_KEY: images})["probabilities"].numpy()
+            timings.append(time.perf_counter() - start)
+        ms = np.array(timings) * 1000
+        results.append(
+            (
+                batch,
+                len(ms) / ms.sum() * 1000,
+                float(np.percentile(ms, 50)),
+                float(np.percentile(ms, 99)),
+            )
+        )
+    return results
+
+
+def format_row_label(row: Row) -> str:
+    spec = row.server
+    details = [f"{spec.workers}w"]
+    if spec.app == "gateway" and row.target.path != "/healthz":
+        details.append("batching " + ("on" if spec.batching else "off"))
+    if spec.event_loop != "auto":
+        details.append(f"loop {spec.event_loop}")
+    if spec.app == "baselines-stock-uvicorn":
+        details.append("stock uvicorn")
+    return f"{row.target.label} [{', '.join(details)}]"
+
+
+def format_cell(result: LoadResult | None) -> str:
+    if result is None:
+        return ""
+    errors = f" ({result.errors} errors)" if result.errors else ""
+    latency = f"{result.p50_ms:.1f}/{result.p95_ms:.1f}/{result.p99_ms:.1f}"
+    return f"{result.rps:,.0f} req/s · {latency} ms{errors}"
+
+
+def find(
+    rows: list[Row],
+    path: str,
+    payload: str | None,
+    workers: int,
+    *,
+    batching: bool = True,
+    loop: str = "auto",
+    app: str | None = None,
+) -> Row | None:
+    for row in rows:
+        spec = row.server
+        if (
+            row.target.path == path
+            and row.target.payload == payload
+            and spec.workers == workers
+            and spec.event_loop == loop
+            and (spec.app != "gateway" or spec.batching == batching)
+            and (app is None or spec.app == app)
+        ):
+            return row
+    return None
+
+
+def targets_table(rows: list[Row]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for the gateway's stated goals."""
+    lines = []
+    gateway = find(rows, "/v1/predict", "png", 2)
+    upload = find(rows, "/upload", "png", 2, app="baselines")
+    signature = find(rows, "/signature", "png", 2)
+    if gateway and upload and signature and 32 in gateway.cells:
+        g, u, s = gateway.cells[32], upload.cells[32], signature.cells[32]
+        share = g.rps / u.rps
+        lines.append(
+            (
+                "throughput ≥ 50% of the trivial upload route (2w, c=32)",
+                f"{share:.0%} ({g.rps:,.0f} vs {u.rps:,.0f} req/s)",
+                verdict(share >= 0.5),
+            )
+        )
+        speedup = g.rps / s.rps
+        lines.append(
+            (
+                "throughput ≥ 2x the per-request signature endpoint (2w, c=32)",
+                f"{speedup:.1f}x ({g.rps:,.0f} vs {s.rps:,.0f} req/s)",
+                verdict(speedup >= 2),
+            )
+        )
+        tail = g.p99_ms / u.p99_ms
+        lines.append(
+            (
+                "p99 ≤ 2x the trivial upload route's p99 (2w, c=32)",
+                f"{tail:.1f}x ({g.p99_ms:.1f} vs {u.p99_ms:.1f} ms)",
+                verdict(tail <= 2),
+            )
+        )
+    for workers in (1, 2):
+        gateway = find(rows, "/v1/predict", "png", workers)
+        upload = find(rows, "/upload", "png", workers, app="baselines")
+        if gateway and upload and 1 in gateway.cells and 1 in upload.cells:
+            gap = gateway.cells[1].p50_ms - upload.cells[1].p50_ms
+            lines.append(
+                (
+                    f"p50 at c=1 within 2 ms of the trivial upload route ({workers}w)",
+                    f"{gap:+.2f} ms ({gateway.cells[1].p50_ms:.2f} vs "
+                    f"{upload.cells[1].p50_ms:.2f} ms)",
+                    verdict(gap <= 2),
+                )
+            )
+    return lines
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def ratio_lines(rows: list[Row]) -> list[str]:
+    lines = []
+    for workers in (1, 2):
+        on = find(rows, "/v1/predict", "png", workers, batching=True)
+        off = find(rows, "/v1/predict", "png", workers, batching=False)
+        naive = find(rows, "/naive", "png", workers)
+        signature = find(rows, "/signature", "png", workers)
+        if on and off:
+            for c in (1, 32, 64):
+                if c in on.cells and c in off.cells:
+                    a, b = on.cells[c], off.cells[c]
+                    lines.append(
+                        f"- {workers}w, c={c}: dynamic batching on/off = {a.rps / b.rps:.2f}x "
+                        f"req/s, p99 {a.p99_ms:.1f} vs {b.p99_ms:.1f} ms"
+                    )
+        if on and naive and 32 in naive.cells:
+            speedup = on.cells[32].rps / naive.cells[32].rps
+            lines.append(f"- {workers}w, c=32: gateway / naive model.predict = {speedup:,.0f}x")
+        if on and signature and 32 in signature.cells:
+            speedup = on.cells[32].rps / signature.cells[32].rps
+            lines.append(f"- {workers}w, c=32: gateway / per-request signature = {speedup:.1f}x")
+    return lines
+
+
+CONDITIONS = """\
+- load generator: wrk, one thread, keep-alive connections, on the same machine (it
+  shares the CPU with the server)
+- model: the seed convnet (`training.models` `convnet`) trained briefly on the committed
+  sample; accuracy is irrelevant to throughput
+- every server runs through the gateway's launcher with the same settings (log level
+  info, uvloop), except the row marked stock uvicorn"""
+
+
+def markdown(rows, floor, started, finished, load_before, load_after, seconds) -> str:
+    import fastapi
+    import tensorflow as tf
+    import uvicorn
+
+    versions = (
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+        f"FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__}"
+    )
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/gateway.py`; every number below comes from one run.",
+        "",
+    ]
+    out += [
+        "## Conditions",
+        "",
+        f"- run: {started:%Y-%m-%d %H:%M} to {finished:%H:%M} UTC, {seconds:g} s per cell "
+        f"after a {WARMUP_S} s warm-up per route",
+        f"- machine: {os.cpu_count()} CPU cores ({cpu_model()}); load average before / "
+        f"after: {load_before} / {load_after}",
+        f"- {versions}",
+        CONDITIONS,
+        "",
+        "## The gateway's targets",
+        "",
+        "| target | measured | |",
+        "| --- | --- | --- |",
+    ]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in targets_table(rows)]
+    out += [
+        "",
+        "## Requests/s and p50/p95/p99 latency",
+        "",
+        "Each cell: requests/s · p50/p95/p99 in ms.",
+        "",
+    ]
+    header = "| route [workers, options] | " + " | ".join(f"c={c}" for c in CONCURRENCY) + " |"
+    out += [header, "| --- |" + " --- |" * len(CONCURRENCY)]
+    for row in rows:
+        out.append(
+            f"| {format_row_label(row)} | "
+            + " | ".join(format_cell(row.cells.get(c)) for c in CONCURRENCY)
+            + " |"
+        )
+    out += [
+        "",
+        "## Compute floor: the SavedModel signature called in-process",
+        "",
+        "| batch | calls/s | images/s | p50 ms | p99 ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    out += [
+        f"| {b} | {cps:,.0f} | {cps * b:,.0f} | {p50:.2f} | {p99:.2f} |"
+        for b, cps, p50, p99 in floor
+    ]
+    out += ["", "## Ratios", "", *ratio_lines(rows)]
+    return "\n".join(out) + "\n"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per cell")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the model and logs here")
+    parser.add_argument("--only", default=None, help="run only servers whose label contains this")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started, load_before = datetime.now(UTC), load_average()
+    print(f"model and logs in {workdir}; load average {load_before}", flush=True)
+    export_base, keras_path = build_bench_model(workdir / "model")
+    scripts = write_payloads(workdir)
+    floor = signature_floor(export_base, seconds=min(args.seconds, 3))
+    for batch, cps, p50, p99 in floor:
+        print(
+            f"  raw signature, batch {batch:<2}: {cps:,.0f} calls/s, {cps * batch:,.0f} "
+            f"images/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        )
+
+    rows: list[Row] = []
+    for spec in plan():
+        if args.only and args.only not in spec.label:
+            continue
+        print(f"{spec.label}:", flush=True)
+        rows += measure_server(spec, scripts, export_base, keras_path, workdir, args.seconds)
+
+    finished, load_after = datetime.now(UTC), load_average()
+    report = markdown(rows, floor, started, finished, load_before, load_after, args.seconds)
+    print("\n" + report)
+    if args.only is None:
+        args.out.write_text(report)
+        print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
