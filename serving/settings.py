@@ -51,10 +51,6 @@ class Settings(BaseSettings):
     tfserving_default_label: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
     # TF Serving has no call that lists labels: GET /v1/models looks these names up.
     tfserving_version_labels: tuple[str, ...] = ("stable", "canary")
-    # The label a request that names no version or label goes to, e.g. "stable" while a
-    # canary is served (k8s/components/canary): TF Serving itself would answer such a
-    # request with the highest loaded version, the canary. Unset: TF Serving's choice.
-    tfserving_default_label: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
     # rest: how long a resolved "latest version" / label -> version answer is reused.
     tfserving_version_cache_seconds: float = Field(2.0, ge=0, le=600)
     # Retries of calls that failed before reaching a server, inside the per-call timeout.

@@ -96,8 +96,6 @@ async def predict(
 ) -> PredictResponse:
     if version is not None and label is not None:
         raise InvalidRequest("ask for a version or a label, not both")
-    if version is None and label is None:
-        label = settings.tfserving_default_label
     uploads = await read_uploads(
         request,
         max_bytes=settings.max_request_bytes,
