@@ -29,6 +29,9 @@ from contract import CHANNELS, DIGIT_BOX, IMAGE_SIZE
 from serving.errors import BadImage, NoInk, PayloadTooLarge, UnsupportedMediaType
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
+# Formats whose compression leaves noise around strokes (WebP can be lossless; most
+# WebP uploads are not).
+LOSSY_FORMATS = frozenset({"JPEG", "WEBP"})
 
 # MNIST digits have their centre of mass at pixel index 14.0 (row and column; measured
 # on the test set: 13.99, 14.01), not at the geometric centre 13.5.
@@ -40,10 +43,22 @@ MIN_INK_CONTRAST = 0.12
 # After stretching ink to [0, 1], values below this floor are background noise (JPEG
 # ringing around strokes, paper texture, shading): they never decide the bounding box.
 # MNIST's own faint anti-aliased edges sit below it too, but never decide its box either
-# (measured: the box of every MNIST test digit is the same at > 0 and > 0.1). Inside the
-# box only haze below half the floor is cleared, so MNIST's soft edges survive intact.
+# (measured: the box of every MNIST test digit is the same at > 0 and > 0.1); the box
+# then grows over the faint rim just outside it.
 NOISE_FLOOR = 0.1
-HAZE_FLOOR = NOISE_FLOOR / 2
+FAINT_RIM_PIXELS = 1
+# Haze cleared everywhere: a low floor for clean images, so MNIST's soft stroke edges
+# survive; higher where the image is noisy (estimated from the background's spread)
+# or lossy-compressed (ringing next to strokes, where the background cannot show it).
+HAZE_FLOOR = 0.02
+LOSSY_HAZE_FLOOR = 0.1
+NOISE_SIGMAS = 4.0
+# Paper shading (uneven light on a photo) is estimated on a map this many pixels across
+# with a window this fraction of it (wider than strokes), and may shift the background
+# by at most this fraction of the ink contrast.
+SHADING_MAP_SIZE = 64
+SHADING_WINDOW = 0.25
+SHADING_MAX = 0.35
 # Stroke width in MNIST's 20-pixel box is about 2-3 pixels; hairlines (typed digits in
 # thin fonts, pen strokes scanned at high resolution) shrink to well under one pixel
 # and fade out when anti-aliased, so they are thickened to this width first.
@@ -55,12 +70,16 @@ WORK_SCALE = 4
 
 @dataclass(frozen=True)
 class ImageFacts:
-    """What decoding learnt about an upload (for logs and error messages)."""
+    """What decoding learnt about an upload (for logs, errors and the noise floor)."""
 
     format: str
     mode: str
     width: int
     height: int
+
+    @property
+    def lossy(self) -> bool:
+        return self.format in LOSSY_FORMATS
 
 
 def decode(data: bytes, *, max_pixels: int) -> tuple[Image.Image, ImageFacts]:
@@ -113,13 +132,14 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
         image = ImageOps.exif_transpose(image)
 
     mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if mode.startswith("I;16"):
+        # 16-bit scans rarely use the full range: the brightest pixel is white.
         pixels = np.asarray(image, dtype=np.float32)
-        # 16-bit and float images rarely use their full nominal range: scale by the data.
+        return pixels / max(float(pixels.max()), 1.0)
+    if mode in ("I", "F"):
+        pixels = np.asarray(image, dtype=np.float32)
         low, high = float(pixels.min()), float(pixels.max())
-        if mode.startswith("I;16") and high <= 65535:
-            low, high = 0.0, 65535.0 if high > 255 else 255.0
-        return ((pixels - low) / max(high - low, 1e-6)).astype(np.float32)
+        return (pixels - low) / max(high - low, 1e-6)
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode == "PA":
@@ -150,32 +170,66 @@ def _border(gray: np.ndarray) -> np.ndarray:
     )
 
 
-def ink_map(gray: np.ndarray) -> np.ndarray:
+def ink_map(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
     """Ink as bright-on-dark in [0, 1], background 0; raises NoInk for a uniform image.
 
     Polarity comes from the background, estimated as the median of the image border
-    (digits are drawn inside the frame; the mean would be swayed by a thick digit):
-    the ink is whichever extreme lies further from it.
+    (digits are drawn inside the frame; the mean would be swayed by a thick digit): the
+    ink is whichever extreme lies further from it. Extremes are taken after a 3x3 blur,
+    so a few noisy pixels neither fake ink nor decide the polarity.
     """
     background = float(np.median(_border(gray)))
-    darkest, brightest = (float(v) for v in np.percentile(gray, [0.1, 99.9]))
-    darkest = min(darkest, float(gray.min()) if gray.size < 10_000 else darkest)
-    brightest = max(brightest, float(gray.max()) if gray.size < 10_000 else brightest)
-    dark_contrast = background - darkest
-    bright_contrast = brightest - background
+    smoothed = _blur3(gray)
+    dark_contrast = background - float(smoothed.min())
+    bright_contrast = float(smoothed.max()) - background
     if max(dark_contrast, bright_contrast) < MIN_INK_CONTRAST:
-        # Percentiles can miss a very small digit on a big canvas: look at the extremes.
-        dark_contrast = background - float(gray.min())
-        bright_contrast = float(gray.max()) - background
-        if max(dark_contrast, bright_contrast) < MIN_INK_CONTRAST:
-            raise NoInk("the image is uniform: no digit found")
-    if dark_contrast > bright_contrast:
-        ink = (background - gray) / dark_contrast
-    else:
-        ink = (gray - background) / bright_contrast
-    ink = np.clip(ink, 0.0, 1.0)
-    ink[ink < HAZE_FLOOR] = 0.0
+        raise NoInk("the image is uniform: no digit found")
+    dark_ink = dark_contrast > bright_contrast
+    contrast = dark_contrast if dark_ink else bright_contrast
+    shading = _background_map(gray, dark_ink=dark_ink)
+    # Shading is a gentle variation of the paper; clipped so that a bold stroke that
+    # leaked into the estimate can never erase itself.
+    reach = SHADING_MAX * contrast
+    shading = np.clip(shading, background - reach, background + reach)
+    ink = (shading - gray) if dark_ink else (gray - shading)
+    # The ink's own level (a pen is not pure black) becomes 1, as MNIST's strokes are.
+    strokes = ink[ink > NOISE_FLOOR * contrast]
+    peak = float(np.percentile(strokes, 99)) if strokes.size else contrast
+    ink = np.clip(ink / max(peak, MIN_INK_CONTRAST / 2), 0.0, 1.0)
+    border = _border(ink)
+    spread = 1.4826 * float(np.median(np.abs(border - np.median(border))))  # robust sigma
+    haze = max(HAZE_FLOOR, NOISE_SIGMAS * spread, LOSSY_HAZE_FLOOR if lossy else 0.0)
+    ink[ink < haze] = 0.0
     return ink.astype(np.float32)
+
+
+def _blur3(pixels: np.ndarray) -> np.ndarray:
+    """3x3 box mean (edges replicated)."""
+    padded = np.pad(pixels, 1, mode="edge")
+    height, width = pixels.shape
+    total = np.zeros_like(pixels, dtype=np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            total += padded[dy : dy + height, dx : dx + width]
+    return total / 9.0
+
+
+def _background_map(gray: np.ndarray, *, dark_ink: bool) -> np.ndarray:
+    """The paper without the ink: a morphological closing (opening for bright ink) with a
+    window wider than any stroke, computed small and scaled back up smoothly."""
+    height, width = gray.shape
+    scale = min(1.0, SHADING_MAP_SIZE / max(height, width))
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = _to_image(gray).resize(small_size, Image.Resampling.BOX)
+    window = 2 * max(1, round(SHADING_WINDOW * max(small_size) / 2)) + 1
+    first, second = (
+        (ImageFilter.MaxFilter, ImageFilter.MinFilter)
+        if dark_ink
+        else (ImageFilter.MinFilter, ImageFilter.MaxFilter)
+    )
+    paper = small.filter(first(window)).filter(second(window))
+    paper = paper.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(paper, dtype=np.float32)
 
 
 def _bounding_box(ink: np.ndarray, floor: float = 0.0) -> tuple[int, int, int, int]:
@@ -185,6 +239,26 @@ def _bounding_box(ink: np.ndarray, floor: float = 0.0) -> tuple[int, int, int, i
     if rows.size == 0:
         raise NoInk("the image is uniform: no digit found")
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _grow_over_faint_edges(
+    ink: np.ndarray, box: tuple[int, int, int, int]
+) -> tuple[int, int, int, int]:
+    """Widen the box over the faint anti-aliased rim of the strokes just outside it: the
+    floor that keeps noise from deciding the box would otherwise shave the rim off
+    (and with it the digit's exact size and centre of mass)."""
+    top, bottom, left, right = box
+    height, width = ink.shape
+    for _ in range(FAINT_RIM_PIXELS):
+        if top > 0 and ink[top - 1, left:right].any():
+            top -= 1
+        if bottom < height and ink[bottom, left:right].any():
+            bottom += 1
+        if left > 0 and ink[top:bottom, left - 1].any():
+            left -= 1
+        if right < width and ink[top:bottom, right].any():
+            right += 1
+    return top, bottom, left, right
 
 
 def _stroke_width(ink: np.ndarray) -> float:
@@ -256,10 +330,10 @@ def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
     return frame
 
 
-def mnist_like(gray: np.ndarray) -> np.ndarray:
+def mnist_like(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
     """Grayscale [0, 1] array of any size -> float32 [28, 28, 1], MNIST-style."""
-    ink = ink_map(gray)
-    top, bottom, left, right = _bounding_box(ink, NOISE_FLOOR)
+    ink = ink_map(gray, lossy=lossy)
+    top, bottom, left, right = _grow_over_faint_edges(ink, _bounding_box(ink, NOISE_FLOOR))
     digit = _thicken(ink[top:bottom, left:right], DIGIT_BOX)
     digit = _resize(digit, *_fit(*digit.shape, DIGIT_BOX))
     peak = float(digit.max())
@@ -273,7 +347,11 @@ def mnist_like(gray: np.ndarray) -> np.ndarray:
     )
 
 
+def prepare(image: Image.Image, facts: ImageFacts) -> np.ndarray:
+    """A decoded image -> the model's float32 [28, 28, 1] input in [0, 1]."""
+    return mnist_like(to_grayscale(image), lossy=facts.lossy)
+
+
 def preprocess(data: bytes, *, max_pixels: int) -> np.ndarray:
     """Image file bytes -> the model's float32 [28, 28, 1] input in [0, 1]."""
-    image, _ = decode(data, max_pixels=max_pixels)
-    return mnist_like(to_grayscale(image))
+    return prepare(*decode(data, max_pixels=max_pixels))

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from serving.deps import BackendDep, MetricsDep, SettingsDep
 from serving.errors import GatewayError, InvalidRequest
 from serving.observability import GatewayMetrics
-from serving.preprocessing import decode, mnist_like, to_grayscale
+from serving.preprocessing import decode, prepare
 from serving.schemas import ErrorResponse, ModelRef, Prediction, PredictResponse
 from serving.uploads import PredictJSON, Upload, read_uploads
 
@@ -121,9 +121,9 @@ def prepare_images(uploads: list[Upload], max_pixels: int, metrics: GatewayMetri
     for index, upload in enumerate(uploads, start=1):
         try:
             with metrics.time_stage("decode"):
-                image, _ = decode(upload.data, max_pixels=max_pixels)
+                image, facts = decode(upload.data, max_pixels=max_pixels)
             with metrics.time_stage("preprocess"):
-                batch.append(mnist_like(to_grayscale(image)))
+                batch.append(prepare(image, facts))
         except GatewayError as error:
             # Name the image: in a batch of 20 "truncated PNG" alone does not help.
             name = f" ({upload.filename!r})" if upload.filename else ""

@@ -1,0 +1,257 @@
+"""How much the gateway's preprocessing matters: accuracy of one model on the same digits
+presented the way real uploads arrive, behind a naive "grayscale and resize to 28x28"
+step and behind serving.preprocessing (with ablations).
+
+    python bench/preprocessing.py --export-base models [--data mnist.npz] [--count 2000]
+
+Every image goes through the real path: encoded to bytes, decoded, preprocessed, then
+classified through the SavedModel's serving signature. Prints a table of accuracies (%).
+"""
+
+import argparse
+import contextlib
+import io
+import itertools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
+from serving import preprocessing
+
+FONT_DIR = Path("/usr/share/fonts/truetype")
+MAX_PIXELS = 40_000_000
+
+
+# --- how the digits are presented -------------------------------------------------------
+
+
+def encode(image: Image.Image, image_format: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def mnist_png(digit: np.ndarray, rng) -> bytes:
+    return encode(Image.fromarray(digit))
+
+
+def dark_on_white(digit: np.ndarray, rng) -> bytes:
+    return encode(Image.fromarray(255 - digit))
+
+
+def small_off_centre(digit: np.ndarray, rng) -> bytes:
+    size = int(rng.integers(40, 90))
+    page = Image.new("L", (200, 200), 255)
+    scaled = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BICUBIC)
+    page.paste(scaled, tuple(int(v) for v in rng.integers(0, 200 - size, 2)))
+    return encode(page)
+
+
+def transparent_canvas(digit: np.ndarray, rng) -> bytes:
+    rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+    big = Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC)
+    rgba[..., 3] = np.asarray(big)
+    return encode(Image.fromarray(rgba, "RGBA"))
+
+
+def phone_photo(digit: np.ndarray, rng) -> bytes:
+    """Dark ink on off-white paper with a shading gradient, sensor noise, JPEG quality 70."""
+    size = 224
+    ink = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC))
+    ink = ink.astype(np.float32) / 255
+    ys, xs = np.mgrid[0:size, 0:size] / size
+    paper = 225 - 35 * (0.6 * xs + 0.4 * ys) * rng.uniform(0.5, 1.0)
+    pixels = paper * (1 - 0.8 * ink) + rng.normal(0, 4, (size, size))
+    rgb = np.stack([pixels, pixels * 0.98, pixels * 0.93], axis=-1).clip(0, 255).astype(np.uint8)
+    return encode(Image.fromarray(rgb), "JPEG", quality=70)
+
+
+def jpeg_q70(digit: np.ndarray, rng) -> bytes:
+    return encode(Image.fromarray(255 - digit).resize((112, 112)), "JPEG", quality=70)
+
+
+def _thin(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning: a one-pixel-wide skeleton of a binary image."""
+    skeleton = np.pad(mask.astype(bool), 1)
+    changed = True
+    while changed:
+        changed = False
+        for step in (0, 1):
+            p = skeleton
+            n = [
+                np.roll(np.roll(p, dy, 0), dx, 1)
+                for dy, dx in ((1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1))
+            ]
+            # neighbours P2..P9 clockwise from north
+            p2, p3, p4, p5, p6, p7, p8, p9 = n
+            count = sum(x.astype(int) for x in n)
+            ring = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
+            transitions = sum((~a & b).astype(int) for a, b in itertools.pairwise(ring))
+            if step == 0:
+                extra = ~(p2 & p4 & p6) & ~(p4 & p6 & p8)
+            else:
+                extra = ~(p2 & p4 & p8) & ~(p2 & p6 & p8)
+            remove = p & (count >= 2) & (count <= 6) & (transitions == 1) & extra
+            if remove.any():
+                skeleton = p & ~remove
+                changed = True
+    return skeleton[1:-1, 1:-1]
+
+
+def thin_pen(digit: np.ndarray, rng) -> bytes:
+    """The digit's centre line drawn with a fine pen (3 px) on a 280 px white page."""
+    big = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC)) > 100
+    line = Image.fromarray((_thin(big) * 255).astype(np.uint8)).resize((280, 280))
+    pen = line.point(lambda v: 255 if v > 0 else 0).filter(ImageFilter.MaxFilter(3))
+    return encode(Image.eval(pen, lambda v: 255 - v))
+
+
+MNIST_CONDITIONS: dict[str, Callable] = {
+    "MNIST as PNG": mnist_png,
+    "dark ink on white": dark_on_white,
+    "small, off-centre on 200x200": small_off_centre,
+    "canvas, transparent background": transparent_canvas,
+    "JPEG q70, dark on white, 112px": jpeg_q70,
+    "phone photo (shading, noise, JPEG)": phone_photo,
+    "thin pen (3 px centre line, 280 px)": thin_pen,
+}
+
+
+def fonts() -> list[Path]:
+    return sorted(p for p in FONT_DIR.rglob("*.ttf") if "Math" not in p.name)
+
+
+def typed_digits(rng) -> Iterator[tuple[bytes, int]]:
+    """Each digit in each installed font at a few sizes, dark on white, a little off-centre."""
+    for font_path in fonts():
+        for size in (28, 64, 160):
+            font = ImageFont.truetype(str(font_path), size)
+            for digit in range(10):
+                canvas = Image.new("L", (size * 2, size * 2), 255)
+                offset = tuple(int(v) for v in rng.integers(size // 4, size // 2, 2))
+                ImageDraw.Draw(canvas).text(offset, str(digit), font=font, fill=0)
+                yield encode(canvas), digit
+
+
+# --- the preprocessing pipelines compared -----------------------------------------------
+
+
+def naive(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data)).convert("L").resize((28, 28), Image.Resampling.BILINEAR)
+    return (np.asarray(image, dtype=np.float32) / 255.0)[..., None]
+
+
+def ours(data: bytes) -> np.ndarray:
+    return preprocessing.preprocess(data, max_pixels=MAX_PIXELS)
+
+
+@contextlib.contextmanager
+def patched(**constants) -> Iterator[None]:
+    old = {name: getattr(preprocessing, name) for name in constants}
+    for name, value in constants.items():
+        setattr(preprocessing, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(preprocessing, name, value)
+
+
+PIPELINES: dict[str, tuple[Callable, dict]] = {
+    "naive resize": (naive, {}),
+    "ours": (ours, {}),
+    "ours, no thickening": (ours, {"MIN_STROKE_WIDTH_IN_BOX": 0.0}),
+    "ours, no haze floor": (ours, {"HAZE_FLOOR": 0.0}),
+    "ours, no shading map": (ours, {"SHADING_MAX": 0.0}),
+}
+
+
+# --- running it -------------------------------------------------------------------------
+
+
+def load_signature(export_base: Path):
+    import tensorflow as tf
+
+    model_dir = export_base / "mnist"
+    version = max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+    signature = tf.saved_model.load(str(model_dir / str(version))).signatures[SIGNATURE_NAME]
+
+    def classify(images: np.ndarray) -> np.ndarray:
+        digits = []
+        for start in range(0, len(images), 512):
+            batch = tf.constant(images[start : start + 512])
+            digits.append(signature(**{INPUT_KEY: batch})[OUTPUT_KEY].numpy().argmax(axis=1))
+        return np.concatenate(digits)
+
+    return classify, model_dir / str(version)
+
+
+def accuracy(classify, pipeline, samples: list[tuple[bytes, int]]) -> tuple[float, float]:
+    """(accuracy %, ms per image for the preprocessing alone)."""
+    start = time.perf_counter()
+    arrays, labels = [], []
+    for data, label in samples:
+        try:
+            arrays.append(pipeline(data))
+        except Exception:  # a pipeline that cannot read an image gets it wrong
+            arrays.append(np.zeros((28, 28, 1), np.float32))
+        labels.append(label)
+    elapsed_ms = (time.perf_counter() - start) * 1000 / len(samples)
+    predicted = classify(np.stack(arrays).astype(np.float32))
+    return 100.0 * float(np.mean(predicted == np.array(labels))), elapsed_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--export-base", type=Path, default=Path("models"))
+    default_data = Path(os.environ.get("MNIST_NPZ", "data/mnist-sample.npz"))
+    parser.add_argument("--data", type=Path, default=default_data)
+    parser.add_argument("--count", type=int, default=2000, help="MNIST test digits per condition")
+    args = parser.parse_args()
+
+    classify, model_path = load_signature(args.export_base)
+    with np.load(args.data) as data:
+        x_test, y_test = data["x_test"][: args.count], data["y_test"][: args.count]
+    raw = 100.0 * float(np.mean(classify((x_test[..., None] / 255.0).astype(np.float32)) == y_test))
+    print(f"model {model_path}; {len(x_test)} MNIST test digits from {args.data}")
+    print(f"raw arrays straight into the model: {raw:.2f}%\n")
+
+    rng = np.random.default_rng(0)
+    conditions = {
+        name: [(make(image, rng), int(label)) for image, label in zip(x_test, y_test, strict=True)]
+        for name, make in MNIST_CONDITIONS.items()
+    }
+    typed = list(typed_digits(rng))
+    if typed:
+        conditions[f"typed digits ({len(fonts())} fonts x 3 sizes)"] = typed
+
+    names = list(PIPELINES)
+    print("| condition | n | " + " | ".join(names) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in names) + " |")
+    timings = {name: [] for name in names}
+    for condition, samples in conditions.items():
+        cells = []
+        for name in names:
+            pipeline, constants = PIPELINES[name]
+            with patched(**constants):
+                value, ms = accuracy(classify, pipeline, samples)
+            timings[name].append(ms)
+            cells.append(f"{value:.2f}")
+        print(f"| {condition} | {len(samples)} | " + " | ".join(cells) + " |")
+    print(
+        "| preprocessing ms/image (mean over conditions) | | "
+        + " | ".join(f"{np.mean(timings[name]):.2f}" for name in names)
+        + " |"
+    )
+
+
+if __name__ == "__main__":
+    main()
