@@ -215,6 +215,21 @@ def test_training_job_writes_the_model_where_tf_serving_reads_it(rendered, overl
     assert f"{model_dir}/[0-9]*/saved_model.pb" in wait_command
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_training_job_arguments_are_flags_the_trainer_accepts(rendered, overlay):
+    """The image's ENTRYPOINT plus the Job's args, through the trainer's own parser."""
+    from training.cli import build_parser
+
+    job = find(rendered[overlay], "Job", "train-mnist")
+    entrypoint = exec_form(read_repo_file("Dockerfile.train"), "ENTRYPOINT")
+    assert "command" not in container(job, "train"), "the image's ENTRYPOINT runs"
+    args = build_parser().parse_args(entrypoint[1:] + container(job, "train")["args"])
+    assert str(args.export_base) == flag_values(container(job, "train")["args"])["export-base"]
+    assert args.min_accuracy == pytest.approx(0.99)
+    # TensorBoard logs go to a writable volume (the root filesystem is read-only).
+    mount_for(job, "train", str(args.logdir))
+
+
 def test_canary_config_pins_two_versions_labelled_stable_and_canary():
     (model,) = parse_model_server_config("models.canary.config").model_config_list.config
     pinned = set(model.model_version_policy.specific.versions)
