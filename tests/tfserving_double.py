@@ -99,11 +99,13 @@ class Faults:
     fail_code: str = "UNAVAILABLE"
     fail_message: str = "injected by the test double"
     predict_calls: int = 0
+    predict_paths: dict = field(default_factory=dict)  # REST path -> count
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on_predict(self) -> None:
+    def on_predict(self, path: str = "grpc") -> None:
         with self.lock:
             self.predict_calls += 1
+            self.predict_paths[path] = self.predict_paths.get(path, 0) + 1
             latency = self.latency_seconds
             failing = self.fail_next > 0
             if failing:
@@ -549,7 +551,7 @@ def make_rest_handler(core: ServerCoreDouble, status_response, metadata_response
                         f"tensorflow/serving/{match['verb'].lower()}",
                     )
                 version = int(match["version"]) if match["version"] else None
-                core.faults.on_predict()
+                core.faults.on_predict(path)
                 return rest_predict(core, match["name"], version, match["label"], body)
             match = STATUS_PATH.fullmatch(path)
             if not match:
@@ -592,7 +594,8 @@ def make_rest_handler(core: ServerCoreDouble, status_response, metadata_response
                 return self._reply(200, "{}")
             if method == "GET" and path == "/_double/stats":
                 with faults.lock:
-                    return self._reply(200, json.dumps({"predict_calls": faults.predict_calls}))
+                    stats = {"predict_calls": faults.predict_calls, "paths": faults.predict_paths}
+                    return self._reply(200, json.dumps(stats))
             return self._reply(404, "")
 
         def do_GET(self) -> None:
@@ -627,7 +630,7 @@ def serve(args: argparse.Namespace) -> None:
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, grpc_server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(model, grpc_server)
-    grpc_port = grpc_server.add_insecure_port(f"127.0.0.1:{args.grpc_port}")
+    grpc_port = grpc_server.add_insecure_port(f"{args.host}:{args.grpc_port}")
     if grpc_port == 0:
         raise SystemExit(f"cannot bind gRPC port {args.grpc_port}")
     grpc_server.start()
@@ -635,7 +638,7 @@ def serve(args: argparse.Namespace) -> None:
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
     rest_server = ThreadingHTTPServer(
-        ("127.0.0.1", args.rest_port), make_rest_handler(core, status_response, metadata_response)
+        (args.host, args.rest_port), make_rest_handler(core, status_response, metadata_response)
     )
     threading.Thread(target=rest_server.serve_forever, daemon=True).start()
     print(
@@ -664,22 +667,25 @@ class TFServingDouble:
         model_name: str = "mnist",
         versions: list[int] | None = None,
         labels: dict[str, int] | None = None,
+        host: str = "127.0.0.1",
+        grpc_port: int = 0,
     ) -> None:
         self.model_base = Path(model_base)
+        self.host = host
         self.model_name = model_name
         self.versions = versions
         self.labels = labels or {}
-        self.grpc_port = 0
+        self.grpc_port = grpc_port
         self.rest_port = 0
         self.process: subprocess.Popen | None = None
 
     @property
     def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        return f"http://{self.host}:{self.rest_port}"
 
     def start(self) -> "TFServingDouble":
         command = [
@@ -689,6 +695,8 @@ class TFServingDouble:
             str(self.model_base),
             "--model-name",
             self.model_name,
+            "--host",
+            self.host,
             "--grpc-port",
             str(self.grpc_port),
             "--rest-port",
@@ -728,10 +736,13 @@ class TFServingDouble:
 
         httpx.post(f"{self.rest_url}/_double/faults", json=faults, timeout=5).raise_for_status()
 
-    def predict_calls(self) -> int:
+    def stats(self) -> dict:
         import httpx
 
-        return httpx.get(f"{self.rest_url}/_double/stats", timeout=5).json()["predict_calls"]
+        return httpx.get(f"{self.rest_url}/_double/stats", timeout=5).json()
+
+    def predict_calls(self) -> int:
+        return self.stats()["predict_calls"]
 
 
 def main() -> None:
@@ -740,6 +751,7 @@ def main() -> None:
     parser.add_argument("--model-name", default="mnist")
     parser.add_argument("--versions", default="", help="comma-separated; default: the latest")
     parser.add_argument("--label", action="append", default=[], help="LABEL=VERSION")
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address")
     parser.add_argument("--grpc-port", type=int, default=0)
     parser.add_argument("--rest-port", type=int, default=0)
     serve(parser.parse_args())
