@@ -28,6 +28,18 @@ from tests.k8s.manifests import (
 DOCKERFILES = ("Dockerfile.train", "Dockerfile.serve")
 CHECKOV_VENV = REPO_ROOT / ".venv-checkov"
 
+# The volume types the "restricted" Pod Security Standard admits.
+RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
 # A pod that breaks every rule: the scan must fail it, or it proves nothing.
 INSECURE_CONTROL = {
     "apiVersion": "v1",
@@ -63,6 +75,11 @@ def test_every_pod_runs_under_the_restricted_pod_security_standard(rendered, ove
         spec = pod_spec(workload)
         assert spec["automountServiceAccountToken"] is False, name
         assert spec.get("serviceAccountName", "default") != "default", name
+        for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(host_namespace), f"{name}: {host_namespace}"
+        for volume in spec.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            assert kinds <= RESTRICTED_VOLUME_TYPES, f"{name}: volume {volume['name']} {kinds}"
         pod_security = spec["securityContext"]
         assert pod_security["runAsNonRoot"] is True, name
         assert pod_security["runAsUser"] >= 10000, f"{name}: a UID no host account uses"
@@ -74,6 +91,7 @@ def test_every_pod_runs_under_the_restricted_pod_security_standard(rendered, ove
             assert security["readOnlyRootFilesystem"] is True, where
             assert security["capabilities"] == {"drop": ["ALL"]}, where
             assert security.get("privileged", False) is False, where
+            assert not any("hostPort" in port for port in container.get("ports", [])), where
             resources = container["resources"]
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(resources[kind]), f"{where}: {kind}"
