@@ -169,6 +169,10 @@ PIPELINES: dict[str, tuple[Callable, dict]] = {
     "naive resize": (naive, {}),
     "ours": (ours, {}),
     "ours, no thickening": (ours, {"MIN_STROKE_WIDTH_IN_BOX": 0.0}),
+    "ours, thicker (2.2 -> 3.0)": (
+        ours,
+        {"MIN_STROKE_WIDTH_IN_BOX": 2.2, "TARGET_STROKE_WIDTH_IN_BOX": 3.0},
+    ),
     "ours, no haze floor": (ours, {"HAZE_FLOOR": 0.0}),
     "ours, no shading map": (ours, {"SHADING_MAX": 0.0}),
 }

@@ -258,3 +258,10 @@ def test_a_single_dead_pixel_is_not_a_digit():
     page[50, 50] = 0
     with pytest.raises(NoInk):
         run(encode(Image.fromarray(page)))
+
+
+def test_a_huge_photo_is_shrunk_to_working_size_and_still_read(digit, reference):
+    page = Image.new("L", (4000, 3000), 255)
+    page.paste(Image.fromarray(255 - digit).resize((1400, 1400)), (1300, 800))
+    for image_format in ("JPEG", "PNG"):
+        assert similarity(run(encode(page, image_format)), reference) > 0.9
