@@ -51,7 +51,7 @@ async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> l
         shown = media_type or "none"
         raise UnsupportedMediaType(
             f"content type {shown} is not accepted; send multipart/form-data with 'file' "
-            "parts or application/json {\"images\": [base64, ...]}"
+            'parts or application/json {"images": [base64, ...]}'
         )
     if not uploads:
         raise InvalidRequest(f"no images in the request; send one or more '{FILE_FIELD}' parts")
@@ -110,8 +110,7 @@ async def _read_json(body: AsyncIterator[bytes], *, max_files: int) -> list[Uplo
         raise InvalidRequest("the body is not valid JSON") from None
     except ValidationError as error:
         raise InvalidRequest(
-            'expected {"images": [base64, ...]} with at least one image: '
-            + _summarise(error)
+            'expected {"images": [base64, ...]} with at least one image: ' + _summarise(error)
         ) from None
     if len(payload.images) > max_files:
         raise PayloadTooLarge(f"too many images in one request (limit {max_files})")
