@@ -20,7 +20,7 @@ from serving.observability import (
     request_id_of,
 )
 from serving.routes import health, metrics, models, page, predict
-from serving.settings import Settings
+from serving.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn workers (`serving.app:app_from_env`): settings from the environment."""
-    return create_app(Settings())
+    return create_app(load_settings())
 
 
 def error_response(

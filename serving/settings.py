@@ -99,6 +99,7 @@ class Settings(BaseSettings):
 
 
 ENV_PREFIX = "GATEWAY_"
+_NO_ENVIRONMENT = "\0NOT_READ_"
 
 
 class SettingsError(ValueError):
@@ -129,12 +130,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         for name, value in environ.items()
         if name.upper() in known
     }
+    try:
+        parsed = {name: _parse(name, value) for name, value in values.items()}
+        # Exactly `environ` counts: with a prefix no variable has, pydantic-settings
+        # reads nothing from the process environment on top of it.
+        settings = Settings(_env_prefix=_NO_ENVIRONMENT, **parsed)
+    except ValidationError as error:
+        problems.extend(_describe(error, values))
     if not problems:
-        try:
-            # model_validate reads no environment itself: exactly `environ` counts.
-            return Settings.model_validate({k: _parse(k, v) for k, v in values.items()})
-        except ValidationError as error:
-            problems.extend(_describe(error, values))
+        return settings
     raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
@@ -157,6 +161,25 @@ def _describe(error: ValidationError, values: Mapping[str, str]) -> list[str]:
         else:
             lines.append(str(item["msg"]).removeprefix("Value error, "))
     return lines
+
+
+def environment_defaults() -> dict[str, str]:
+    """Every GATEWAY_* variable and its default as one would write it in the environment
+    (the README's configuration table is checked against this)."""
+    return {
+        ENV_PREFIX + name.upper(): _as_environment_value(field.default)
+        for name, field in Settings.model_fields.items()
+    }
+
+
+def _as_environment_value(value: object) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | list):
+        return json.dumps(list(value))
+    return str(value)
 
 
 @lru_cache

@@ -1,0 +1,97 @@
+"""Settings from the environment: defaults, parsing, and refusing what would pass silently."""
+
+import re
+
+import pytest
+from conftest import REPO_ROOT
+
+from serving.settings import (
+    SettingsError,
+    environment_defaults,
+    load_settings,
+    unknown_variables,
+)
+
+
+def test_defaults_serve_the_embedded_backend_on_localhost_8000():
+    settings = load_settings({})
+    assert settings.backend == "embedded"
+    assert str(settings.model_base_path) == "models/mnist"
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
+
+
+def test_values_are_parsed_from_environment_strings():
+    settings = load_settings(
+        {
+            "GATEWAY_PORT": "9000",
+            "GATEWAY_WORKERS": "4",
+            "GATEWAY_BATCHING_ENABLED": "false",
+            "GATEWAY_MODEL_POLL_SECONDS": "0.5",
+            "GATEWAY_MODEL_BASE_PATH": "/srv/models/mnist",
+            "GATEWAY_TFSERVING_VERSION_LABELS": '["stable"]',
+            "HOME": "/root",  # other variables are none of our business
+        }
+    )
+    assert (settings.port, settings.workers, settings.batching_enabled) == (9000, 4, False)
+    assert settings.model_poll_seconds == 0.5
+    assert str(settings.model_base_path) == "/srv/models/mnist"
+    assert settings.tfserving_version_labels == ("stable",)
+
+
+def test_the_process_environment_is_not_read_when_a_mapping_is_given(monkeypatch):
+    monkeypatch.setenv("GATEWAY_PORT", "1234")
+    assert load_settings({}).port == 8000
+
+
+def test_a_misspelt_variable_is_refused_with_a_suggestion():
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"GATEWAY_MAX_REQUEST_BYTE": "100"})
+    assert "GATEWAY_MAX_REQUEST_BYTE: not a setting" in str(refused.value)
+    assert "did you mean GATEWAY_MAX_REQUEST_BYTES?" in str(refused.value)
+
+
+def test_unknown_variables_are_found_whatever_their_case():
+    environ = {"GATEWAY_PORT": "1", "gateway_portt": "2", "OTHER": "3"}
+    assert unknown_variables(environ) == ["gateway_portt"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_PORT", "70000"),
+        ("GATEWAY_PORT", "http"),
+        ("GATEWAY_WORKERS", "0"),
+        ("GATEWAY_BACKEND", "onnx"),
+        ("GATEWAY_LOG_LEVEL", "verbose"),
+        ("GATEWAY_MAX_FILES_PER_REQUEST", "0"),
+        ("GATEWAY_MODEL_POLL_SECONDS", "-1"),
+        ("GATEWAY_BATCHING_ENABLED", "perhaps"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_variable_and_value(variable, value):
+    with pytest.raises(SettingsError) as refused:
+        load_settings({variable: value})
+    assert f"{variable}={value!r}" in str(refused.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"GATEWAY_PORT": "x", "GATEWAY_WORKERS": "x"})
+    assert "GATEWAY_PORT" in str(refused.value)
+    assert "GATEWAY_WORKERS" in str(refused.value)
+
+
+def test_a_bad_combination_is_refused():
+    with pytest.raises(SettingsError, match="GATEWAY_TFSERVING_REST_URL"):
+        load_settings({"GATEWAY_BACKEND": "rest", "GATEWAY_TFSERVING_REST_URL": "localhost"})
+
+
+def readme_configuration_rows() -> dict[str, str]:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(GATEWAY_\w+)` \| `([^`]*)` \|", section, flags=re.MULTILINE)
+    return dict(rows)
+
+
+def test_the_readme_configuration_table_lists_every_setting_with_its_default():
+    assert readme_configuration_rows() == environment_defaults()
