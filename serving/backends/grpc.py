@@ -256,7 +256,7 @@ class GrpcBackend(TFServingBackend):
         if code == grpc.StatusCode.UNAVAILABLE:
             return RetryableUnavailable(f"{where} is unavailable: {details}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return BackendTimeout(f"{where} did not answer within {timeout:.2f} s")
+            return BackendTimeout(f"{where} did not answer within {timeout:.2f} s: {details}")
         if code == grpc.StatusCode.NOT_FOUND:
             if version is not None or label is not None:
                 return ModelNotFound(f"not served by {where}: {details}")
