@@ -133,6 +133,8 @@ class TFServingBackend(Backend):
             raise InvalidRequest("ask for a model version or a version label, not both")
         if version_number is None and label is None:
             label = self.default_label
+        if len(images) == 0:
+            raise InvalidRequest("no images to classify")
         deadline = Deadline(self.timeout_seconds)
         chunks = [
             images[start : start + self.max_batch_size]
