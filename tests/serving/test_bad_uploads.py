@@ -5,8 +5,13 @@ import base64
 
 import numpy as np
 import pytest
+from conftest import gateway_settings
+from fastapi.testclient import TestClient
 from imagefiles import bomb_png, encode, png
 from PIL import Image
+
+from serving.app import create_app
+from serving.backends.base import Backend, BatchPrediction, ModelInfo
 
 ERROR_KEYS = {"code", "message", "request_id"}
 
@@ -238,3 +243,31 @@ def test_predict_rejects_a_blank_jpeg_photo_with_compression_noise_as_no_ink(cli
     blank = encode(Image.fromarray(paper), "JPEG", quality=70)
     response = client.post("/v1/predict", files={"file": ("paper.jpg", blank)})
     assert_error(response, 422, "no_ink")
+
+
+class BrokenBackend(Backend):
+    """Test double for the one thing no real input can trigger: a bug in a backend."""
+
+    kind = "broken-double"
+
+    async def ready(self) -> bool:
+        return True
+
+    async def model_info(self) -> ModelInfo:
+        return ModelInfo(name="mnist", version="1")
+
+    async def predict(self, images, *, version=None, label=None) -> BatchPrediction:
+        raise RuntimeError("secret internal detail")
+
+
+def test_an_unexpected_error_answers_500_in_the_same_shape_without_details(
+    tiny_model_base, good_png, caplog
+):
+    app = create_app(gateway_settings(tiny_model_base), backend=BrokenBackend())
+    with TestClient(app, raise_server_exceptions=False) as broken:
+        response = broken.post("/v1/predict", files={"file": ("d.png", good_png)})
+        error = assert_error(response, 500, "internal_error")
+        assert "secret" not in response.text
+        assert broken.get("/healthz").status_code == 200
+    assert "secret internal detail" in caplog.text  # the operator does get it
+    assert error["request_id"] in caplog.text
