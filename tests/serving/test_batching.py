@@ -236,3 +236,31 @@ async def test_close_fails_queued_callers_as_unavailable(inner, digits):
         await queued
     with pytest.raises(BackendUnavailable):
         await batcher.predict(digits[:1])
+
+
+async def test_create_backend_batches_the_embedded_backend_only_when_enabled(
+    tiny_model_base, digits
+):
+    from serving.backends import create_backend
+    from serving.settings import Settings
+
+    base = tiny_model_base / "mnist"
+    plain = create_backend(Settings(model_base_path=base, batching_enabled=False))
+    batched = create_backend(Settings(model_base_path=base, batch_max_size=16))
+    assert not isinstance(plain, BatchingBackend)
+    assert isinstance(batched, BatchingBackend)
+    assert batched.kind == "embedded"
+    await plain.start()
+    await batched.start()
+    try:
+        requests = [digits[i : i + 1 + i % 3] for i in range(0, 40, 4)]
+        answers = await asyncio.gather(*(batched.predict(images) for images in requests))
+        for images, answer in zip(requests, answers, strict=True):
+            expected = await plain.predict(images)
+            np.testing.assert_allclose(answer.probabilities, expected.probabilities, atol=1e-5)
+            assert answer.model_version == expected.model_version == "1"
+        with pytest.raises(ModelNotFound):
+            await batched.predict(digits[:1], version="9")
+    finally:
+        await batched.close()
+        await plain.close()
