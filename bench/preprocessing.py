@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -106,12 +106,34 @@ def _thin(mask: np.ndarray) -> np.ndarray:
     return skeleton[1:-1, 1:-1]
 
 
+def _centre_line(digit: np.ndarray, size: int, pen: int) -> bytes:
+    """The digit's centre line drawn `pen` pixels wide on a white page `size` pixels wide."""
+    grid = 70
+    big = np.asarray(Image.fromarray(digit).resize((grid, grid), Image.Resampling.BICUBIC)) > 100
+    skeleton = _thin(big)
+    page = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(page)
+    scale = size / grid
+    for y, x in zip(*np.nonzero(skeleton), strict=True):
+        for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each neighbour pair once
+            ny, nx = y + dy, x + dx
+            if 0 <= ny < grid and 0 <= nx < grid and skeleton[ny, nx]:
+                ends = [
+                    (x + 0.5) * scale,
+                    (y + 0.5) * scale,
+                    (nx + 0.5) * scale,
+                    (ny + 0.5) * scale,
+                ]
+                draw.line(ends, fill=0, width=pen)
+    return encode(page)
+
+
 def thin_pen(digit: np.ndarray, rng) -> bytes:
-    """The digit's centre line drawn with a fine pen (3 px) on a 280 px white page."""
-    big = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC)) > 100
-    line = Image.fromarray((_thin(big) * 255).astype(np.uint8)).resize((280, 280))
-    pen = line.point(lambda v: 255 if v > 0 else 0).filter(ImageFilter.MaxFilter(3))
-    return encode(Image.eval(pen, lambda v: 255 - v))
+    return _centre_line(digit, 280, 3)
+
+
+def hairline(digit: np.ndarray, rng) -> bytes:
+    return _centre_line(digit, 1120, 1)
 
 
 MNIST_CONDITIONS: dict[str, Callable] = {
@@ -122,6 +144,7 @@ MNIST_CONDITIONS: dict[str, Callable] = {
     "JPEG q70, dark on white, 112px": jpeg_q70,
     "phone photo (shading, noise, JPEG)": phone_photo,
     "thin pen (3 px centre line, 280 px)": thin_pen,
+    "hairline (1 px centre line, 1120 px)": hairline,
 }
 
 
@@ -169,10 +192,6 @@ PIPELINES: dict[str, tuple[Callable, dict]] = {
     "naive resize": (naive, {}),
     "ours": (ours, {}),
     "ours, no thickening": (ours, {"MIN_STROKE_WIDTH_IN_BOX": 0.0}),
-    "ours, thicker (2.2 -> 3.0)": (
-        ours,
-        {"MIN_STROKE_WIDTH_IN_BOX": 2.2, "TARGET_STROKE_WIDTH_IN_BOX": 3.0},
-    ),
     "ours, no haze floor": (ours, {"HAZE_FLOOR": 0.0}),
     "ours, no shading map": (ours, {"SHADING_MAX": 0.0}),
 }

@@ -334,6 +334,12 @@ def _thicken(ink: np.ndarray, box: int) -> np.ndarray:
     width_in_box = _stroke_width(ink) / pixels_per_box_pixel
     if width_in_box >= MIN_STROKE_WIDTH_IN_BOX:
         return ink
+    # Shrinking spread a hairline over a fraction of a pixel: give it back its full ink
+    # (the typical stroke pixel becomes 1), so it grows evenly instead of as grey blobs.
+    ink = np.clip(ink / float(np.percentile(ink[ink > 0], 90)), 0.0, 1.0)
+    width_in_box = _stroke_width(ink) / pixels_per_box_pixel
+    if width_in_box >= MIN_STROKE_WIDTH_IN_BOX:
+        return ink
     grow = (TARGET_STROKE_WIDTH_IN_BOX - width_in_box) * pixels_per_box_pixel
     size = 2 * max(1, round(grow / 2)) + 1  # odd filter size adding ~`grow` pixels
     padded = np.pad(ink, size)  # room for the strokes to grow at the edges
