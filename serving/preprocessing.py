@@ -147,6 +147,17 @@ def _shrink(image: Image.Image) -> Image.Image:
     return image.reduce(math.ceil(longest / MAX_WORKING_SIDE))
 
 
+def pixel_count(data: bytes) -> int:
+    """Width x height from the header alone (0 when unreadable: decode() will say why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data)).size
+    except Exception:
+        return 0
+    return width * height
+
+
 def to_grayscale(image: Image.Image) -> np.ndarray:
     """EXIF orientation applied, alpha composited on white, as float32 luminance in [0, 1]."""
     image = _shrink(image)
