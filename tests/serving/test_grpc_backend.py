@@ -4,12 +4,19 @@ double (tests/tfserving_double.py); behaviour shared with rest is in
 test_tfserving_gateway.py."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import json_format
+from imagefiles import png
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tfserving_double import TFServingDouble
 from tfserving_support import *  # noqa: F403 - its fixtures
@@ -212,3 +219,71 @@ async def test_load_balancing_policy_spreads_calls_over_replicas(
     calls = (first.predict_calls(), second.predict_calls())
     assert sum(calls) == 20
     assert (min(calls) > 0) is both_used, calls
+
+
+def test_launched_gateway_with_two_workers_follows_the_server_down_and_back(
+    private_double, mnist_sample, tmp_path
+):
+    """`python -m serving` configured by GATEWAY_ variables, two uvicorn workers (each with
+    its own channel and circuit), TF Serving killed and restarted under it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GATEWAY_BACKEND": "grpc",
+        "GATEWAY_TFSERVING_GRPC_TARGET": private_double.grpc_target,
+        "GATEWAY_WORKERS": "2",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_BREAKER_RESET_SECONDS": "1",
+    }
+    log = (tmp_path / "gateway.log").open("wb")
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "serving"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    upload = {"file": ("seven.png", png(mnist_sample["x_test"][0]), "image/png")}
+
+    def status(method: str, path: str, **kwargs) -> int:
+        try:
+            return httpx.request(method, url + path, timeout=10, **kwargs).status_code
+        except httpx.TransportError:
+            return 0
+
+    def wait_for(method: str, path: str, expected: int, what: str, **kwargs) -> None:
+        deadline = time.monotonic() + 90
+        # Two workers share the port: several answers in a row, so both are seen.
+        streak = 0
+        while streak < 4:
+            if gateway.poll() is not None:
+                pytest.fail(f"gateway exited:\n{(tmp_path / 'gateway.log').read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}")
+            streak = streak + 1 if status(method, path, **kwargs) == expected else 0
+            time.sleep(0.1)
+
+    try:
+        wait_for("GET", "/readyz", 200, "the gateway to be ready")
+        answer = httpx.post(url + "/v1/predict", files=upload, timeout=10)
+        assert answer.status_code == 200
+        assert answer.json()["model"] == {"name": "mnist", "version": "2"}
+
+        private_double.kill()
+        wait_for("GET", "/readyz", 503, "readiness to turn false")
+        assert status("POST", "/v1/predict", files=upload) == 503
+        assert gateway.poll() is None  # the gateway outlives its model server
+
+        private_double.start()
+        wait_for("POST", "/v1/predict", 200, "answers after the restart", files=upload)
+        assert status("GET", "/readyz") == 200
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()
+        log.close()

@@ -281,3 +281,19 @@ def wait_until(condition, what: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_model_the_server_does_not_serve_means_not_ready_and_503(
+    kind, double, two_version_base, digit_files
+):
+    with gateway(kind, double, two_version_base, model_name="fashion") as client:
+        ready = client.get("/readyz")
+        predict = client.post("/v1/predict", files=multipart(digit_files[:1]))
+        models = client.get("/v1/models")
+
+    assert ready.status_code == 503
+    assert predict.status_code == 503
+    assert "fashion" in predict.json()["error"]["message"]
+    assert int(predict.headers["retry-after"]) >= 1
+    assert models.status_code == 503
