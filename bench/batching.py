@@ -57,8 +57,10 @@ async def measure(backend, concurrency: int, seconds: float) -> tuple[float, flo
     return len(ms) / elapsed, float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-async def main(seconds: float = 3.0) -> None:
-    export_base, _ = build_bench_model(Path(tempfile.gettempdir()) / "bench-gateway-model")
+async def compare_policies(
+    export_base: Path, seconds: float = 3.0
+) -> list[tuple[str, int, float, float, float]]:
+    """(policy, concurrency, calls/s, p50 ms, p99 ms) for each policy and concurrency."""
     inner = EmbeddedBackend(
         model_name="mnist",
         base_path=export_base / "mnist",
@@ -79,15 +81,25 @@ async def main(seconds: float = 3.0) -> None:
             inner, max_batch_size=MAX_BATCH, max_wait_ms=MAX_WAIT_MS
         ),
     }
+    results = []
+    try:
+        for name, backend in policies.items():
+            await measure(backend, 8, 0.5)  # warm-up
+            for concurrency in (1, 8, 32, 64):
+                rate, p50, p99 = await measure(backend, concurrency, seconds)
+                results.append((name, concurrency, rate, p50, p99))
+    finally:
+        await inner.close()
+    return results
+
+
+def main() -> None:
+    export_base, _ = build_bench_model(Path(tempfile.gettempdir()) / "bench-gateway-model")
     print("| policy | concurrency | calls/s | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- | --- |")
-    for name, backend in policies.items():
-        await measure(backend, 8, 0.5)  # warm-up
-        for concurrency in (1, 8, 32, 64):
-            rate, p50, p99 = await measure(backend, concurrency, seconds)
-            print(f"| {name} | {concurrency} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |", flush=True)
-    await inner.close()
+    for name, concurrency, rate, p50, p99 in asyncio.run(compare_policies(export_base)):
+        print(f"| {name} | {concurrency} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
