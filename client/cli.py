@@ -212,6 +212,7 @@ class _Progress:
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
+        self.shown = False
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -219,10 +220,13 @@ class _Progress:
         bar = "#" * filled + "." * (self.WIDTH - filled)
         sys.stderr.write(f"\r[{bar}] {self.done}/{self.total} images")
         sys.stderr.flush()
+        self.shown = True
 
     def clear(self) -> None:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
 
 
 def _positive_float(text: str) -> float:
