@@ -647,9 +647,18 @@ def serve(args: argparse.Namespace) -> None:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threading.Thread(target=_exit_with_parent, args=(stop,), daemon=True).start()
     stop.wait()
     rest_server.shutdown()
     grpc_server.stop(grace=1).wait()
+
+
+def _exit_with_parent(stop: threading.Event) -> None:
+    """A test run that dies (or is interrupted) must not leave its double behind."""
+    parent = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            stop.set()
 
 
 # --- Harness: the double as a subprocess ----------------------------------------
