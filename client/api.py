@@ -213,11 +213,15 @@ class Client:
         if not sources:
             return
         chunks = list(self._chunks(sources))
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks)))
+        try:
             for results in pool.map(self._predict_chunk, chunks):
                 yield from results
                 if on_progress is not None:
                     on_progress(len(results))
+        finally:
+            # On an error (or a consumer that stops early) chunks not started are dropped.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def max_files_per_request(self) -> int:
         if self._max_files is None:
