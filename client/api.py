@@ -4,9 +4,9 @@
     for p in Client("http://127.0.0.1:8000").predict(["seven.png", "digits/"]):
         print(p.filename, p.digit, p.confidence)
 
-Many images go in few requests: inputs are sent in chunks of at most the server's
-files-per-request limit (asked from `GET /v1/models` when it reports one), a few chunks
-in flight at once. A chunk the server rejects is split until the offending image is
+Many images go in few requests: inputs are sent in chunks within the server's limits
+(files and bytes per request, asked once from `GET /v1/models`), a few chunks in flight
+at once. A chunk the server rejects is split until the offending image is
 alone, so one bad file costs only its own prediction. 503 answers are retried after the
 server's `Retry-After`, transport errors and 502/504 with exponential back-off, both
 bounded.
@@ -36,6 +36,8 @@ FALLBACK_MAX_FILES = 32
 # Keep a chunk's body well under the gateway's default 10 MiB request limit.
 DEFAULT_MAX_CHUNK_BYTES = 8 * 1024 * 1024
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
+# Room for the multipart boundaries and part headers around the image bytes.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -225,14 +227,21 @@ class Client:
 
     def max_files_per_request(self) -> int:
         if self._max_files is None:
-            self._max_files = self._ask_server_limit() or FALLBACK_MAX_FILES
+            limits = self._ask_server_limits()
+            self._max_files = _positive_int(limits.get("max_files_per_request"))
+            self._max_files = self._max_files or FALLBACK_MAX_FILES
+            max_bytes = _positive_int(limits.get("max_request_bytes"))
+            if max_bytes and max_bytes > MULTIPART_OVERHEAD_BYTES:
+                self.max_chunk_bytes = min(
+                    self.max_chunk_bytes, max_bytes - MULTIPART_OVERHEAD_BYTES
+                )
         return self._max_files
 
-    def _ask_server_limit(self) -> int | None:
-        """The server's files-per-request limit when `GET /v1/models` reports one.
+    def _ask_server_limits(self) -> dict:
+        """The request limits `GET /v1/models` reports, or {} when it does not answer them.
 
         A hint only: one try, no retries, any problem means "unknown" (the predict
-        requests report real trouble; a 413 for too many files splits the chunk anyway).
+        requests report real trouble; a 413 splits the chunk anyway).
         """
         with self._count_lock:
             self.requests_sent += 1
@@ -240,9 +249,8 @@ class Client:
             response = self._http.get("/v1/models")
             limits = response.json().get("limits") if response.is_success else None
         except (httpx.HTTPError, ValueError, AttributeError):
-            return None
-        value = limits.get("max_files_per_request") if isinstance(limits, dict) else None
-        return value if isinstance(value, int) and value > 0 else None
+            return {}
+        return limits if isinstance(limits, dict) else {}
 
     def _chunks(self, sources: list[ImageSource]) -> Iterator[list[ImageSource]]:
         """Group sources by count only; bytes are checked once the files are read."""
@@ -321,6 +329,10 @@ class Client:
             logger.info("retrying %s %s in %.1fs: %s", method, path, delay, problem)
             time.sleep(delay)
             attempt += 1
+
+
+def _positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _split_by_bytes(

@@ -48,6 +48,14 @@ class OutputContract(BaseModel):
     shape: list[int | None] = Field(examples=[[None, 10]])
 
 
+class RequestLimits(BaseModel):
+    """What one predict request may hold: clients size their batches by it."""
+
+    max_files_per_request: int = Field(examples=[64])
+    max_request_bytes: int = Field(examples=[10485760])
+    max_image_pixels: int = Field(examples=[40000000])
+
+
 class ModelsResponse(BaseModel):
     name: str = Field(examples=["mnist"])
     version: str = Field(description="the version that answers by default", examples=["3"])
@@ -58,6 +66,7 @@ class ModelsResponse(BaseModel):
     input: InputContract
     output: OutputContract
     labels: list[str] = Field(examples=[["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]])
+    limits: RequestLimits
 
 
 class HealthResponse(BaseModel):

@@ -11,8 +11,14 @@ from contract import (
     OUTPUT_KEY,
     SIGNATURE_NAME,
 )
-from serving.deps import BackendDep
-from serving.schemas import ErrorResponse, InputContract, ModelsResponse, OutputContract
+from serving.deps import BackendDep, SettingsDep
+from serving.schemas import (
+    ErrorResponse,
+    InputContract,
+    ModelsResponse,
+    OutputContract,
+    RequestLimits,
+)
 
 router = APIRouter(tags=["models"])
 
@@ -34,7 +40,7 @@ OUTPUT_CONTRACT = OutputContract(name=OUTPUT_KEY, dtype="float32", shape=[None, 
     summary="The served model: versions, backend and input contract",
     responses={503: {"model": ErrorResponse, "description": "no model loaded yet"}},
 )
-async def models(backend: BackendDep) -> ModelsResponse:
+async def models(backend: BackendDep, settings: SettingsDep) -> ModelsResponse:
     info = await backend.model_info()
     return ModelsResponse(
         name=info.name,
@@ -46,4 +52,9 @@ async def models(backend: BackendDep) -> ModelsResponse:
         input=INPUT_CONTRACT,
         output=OUTPUT_CONTRACT,
         labels=list(LABELS),
+        limits=RequestLimits(
+            max_files_per_request=settings.max_files_per_request,
+            max_request_bytes=settings.max_request_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        ),
     )

@@ -90,15 +90,17 @@ def test_most_digits_of_the_sample_are_recognised(gateway, digit_files, mnist_sa
 
 
 def test_many_files_go_in_few_requests_within_the_server_limit(gateway, digit_files):
-    # Unless the server reports its limit (16 here), the client's 32-file chunks are
-    # refused with 413 and split: at worst 2 chunks x (1 refused + 2 halves) + 1 GET.
+    # The gateway reports its limit (16 here) in GET /v1/models.
     with Client(gateway.url, concurrency=1) as client:
         predictions = client.predict([digit_files])
-        assert client.requests_sent <= 1 + 2 * 3
+        assert client.max_files_per_request() == gateway.max_files
+        assert client.requests_sent == 1 + 3  # the GET, then ceil(40 / 16)
 
-    with Client(gateway.url, max_files_per_request=gateway.max_files) as client:
+    # A client told a larger chunk than the server takes: each 32-file chunk is refused
+    # with 413 and split in two.
+    with Client(gateway.url, max_files_per_request=32) as client:
         assert len(client.predict([digit_files])) == 40
-        assert client.requests_sent == 3  # ceil(40 / 16)
+        assert client.requests_sent == 3 + 1  # 32 -> (refused, 16, 16), then 8
 
     assert [p.filename for p in predictions] == sorted(p.filename for p in predictions)
     assert len(predictions) == 40
