@@ -226,13 +226,18 @@ def measure_server(
                 run_wrk(url + target.path, script, concurrency=8, seconds=WARMUP_S)
             row = Row(spec, target)
             for concurrency in target.concurrency:
-                row.cells[concurrency] = run_wrk(
-                    url + target.path,
-                    script,
-                    concurrency=concurrency,
-                    seconds=seconds,
-                    timeout_s=60,
-                )
+                try:
+                    row.cells[concurrency] = run_wrk(
+                        url + target.path,
+                        script,
+                        concurrency=concurrency,
+                        seconds=seconds,
+                        timeout_s=60,
+                    )
+                except (subprocess.SubprocessError, StopIteration) as error:
+                    # One broken cell must not cost the other ten minutes of the run.
+                    print(f"  {format_row_label(row)} c={concurrency}: wrk failed: {error}")
+                    continue
                 cell = format_cell(row.cells[concurrency])
                 print(f"  {format_row_label(row):<75} c={concurrency:<3} {cell}", flush=True)
             rows.append(row)
