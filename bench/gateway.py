@@ -13,6 +13,7 @@ is held to. Not a test: numbers depend on the machine and on what else runs on i
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import re
@@ -223,7 +224,8 @@ def measure_server(
         for target in spec.targets:
             script = scripts[target.payload]
             if target.path != "/naive":  # the naive route would spend the warm-up on 20 calls
-                run_wrk(url + target.path, script, concurrency=8, seconds=WARMUP_S)
+                with contextlib.suppress(subprocess.SubprocessError, StopIteration):
+                    run_wrk(url + target.path, script, concurrency=8, seconds=WARMUP_S)
             row = Row(spec, target)
             for concurrency in target.concurrency:
                 try:
