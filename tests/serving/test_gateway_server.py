@@ -151,31 +151,50 @@ def test_the_launcher_refuses_bad_settings_with_one_clear_message(variable, valu
     assert result.stdout == ""
 
 
+def _answering_pids(log: str, request_line: str) -> set[str]:
+    """Worker pids that logged `request_line` ("POST /v1/predict 200")."""
+    return {
+        line.split("[", 1)[1].split("]", 1)[0]
+        for line in log.splitlines()
+        if "] serving.access: " in line and request_line in line
+    }
+
+
 def test_several_workers_share_one_metrics_view(tiny_model_base, tmp_path, mnist_sample):
     server = GatewayProcess(
-        {
-            "GATEWAY_MODEL_BASE_PATH": str(tiny_model_base / "mnist"),
-            "GATEWAY_WORKERS": "2",
-        },
+        {"GATEWAY_MODEL_BASE_PATH": str(tiny_model_base / "mnist"), "GATEWAY_WORKERS": "2"},
         tmp_path / "gateway.log",
     )
     data, _ = _clear_digits(mnist_sample, 1)[0]
-    requests = 30
+    predicted = 0
+    scrapes = []
     try:
         server.wait_ready()
-        # A fresh connection per request: the kernel spreads them over both workers.
-        for _ in range(requests):
-            response = httpx.post(f"{server.url}/v1/predict", files={"file": ("d.png", data)})
-            assert response.status_code == 200
-        scrapes = {httpx.get(f"{server.url}/metrics").text for _ in range(6)}
+
+        async def round_of(count: int, path: str) -> list[httpx.Response]:
+            # New connections, in parallel: the kernel hands them to both workers.
+            limits = httpx.Limits(max_keepalive_connections=0)
+            async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as http:
+                if path == "/metrics":
+                    return await asyncio.gather(*(http.get(path) for _ in range(count)))
+                return await asyncio.gather(
+                    *(http.post(path, files={"file": ("d.png", data)}) for _ in range(count))
+                )
+
+        for _ in range(30):  # until both workers have answered (the second may still load)
+            responses = asyncio.run(round_of(8, "/v1/predict"))
+            assert all(r.status_code == 200 for r in responses)
+            predicted += len(responses)
+            if len(_answering_pids(server.log(), "POST /v1/predict 200")) == 2:
+                break
+        for _ in range(30):
+            scrapes += [r.text for r in asyncio.run(round_of(4, "/metrics"))]
+            if len(_answering_pids(server.log(), "GET /metrics 200")) == 2:
+                break
     finally:
         server.stop()
-    pids = {
-        line.split("[")[1].split("]")[0]
-        for line in server.log().splitlines()
-        if "] serving.access" in line
-    }
-    assert len(pids) == 2, "both workers should have answered"
+    assert len(_answering_pids(server.log(), "POST /v1/predict 200")) == 2
+    assert len(_answering_pids(server.log(), "GET /metrics 200")) == 2
     for text in scrapes:  # whichever worker answered the scrape, it counts everyone's
         line = next(
             line
@@ -184,4 +203,4 @@ def test_several_workers_share_one_metrics_view(tiny_model_base, tmp_path, mnist
                 'gateway_http_requests_total{method="POST",route="/v1/predict",status="200"}'
             )
         )
-        assert float(line.rsplit(" ", 1)[1]) == requests
+        assert float(line.rsplit(" ", 1)[1]) == predicted
