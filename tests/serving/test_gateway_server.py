@@ -80,7 +80,6 @@ async def test_no_model_then_first_version_then_hot_swap_without_a_failed_reques
         {
             "GATEWAY_MODEL_BASE_PATH": str(tmp_path / "mnist"),
             "GATEWAY_MODEL_POLL_SECONDS": "0.1",
-            "GATEWAY_BATCHING_ENABLED": "false",
         },
         tmp_path / "gateway.log",
     )
