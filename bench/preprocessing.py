@@ -238,6 +238,7 @@ def main() -> None:
     default_data = Path(os.environ.get("MNIST_NPZ", "data/mnist-sample.npz"))
     parser.add_argument("--data", type=Path, default=default_data)
     parser.add_argument("--count", type=int, default=2000, help="MNIST test digits per condition")
+    parser.add_argument("--only", default="", help="run the conditions whose name contains this")
     args = parser.parse_args()
 
     classify, model_path = load_signature(args.export_base)
@@ -255,6 +256,7 @@ def main() -> None:
     typed = list(typed_digits(rng))
     if typed:
         conditions[f"typed digits ({len(fonts())} fonts x 3 sizes)"] = typed
+    conditions = {name: samples for name, samples in conditions.items() if args.only in name}
 
     names = list(PIPELINES)
     print("| condition | n | " + " | ".join(names) + " |")

@@ -60,6 +60,8 @@ NOISE_SIGMAS = 4.0
 SHADING_MAP_SIZE = 64
 SHADING_WINDOW = 0.25
 SHADING_MAX = 0.35
+# ... and is only estimated when the border itself varies by more than this fraction.
+SHADING_MIN_SPREAD = 0.05
 # Stroke width in MNIST's 20-pixel box is about 2-3 pixels; hairlines (typed digits in
 # thin fonts, pen strokes scanned at high resolution) shrink to well under one pixel
 # and fade out when anti-aliased, so they are thickened to this width first.
@@ -212,7 +214,8 @@ def ink_map(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
     ink is whichever extreme lies further from it. Extremes are taken after a 3x3 blur,
     so a few noisy pixels neither fake ink nor decide the polarity.
     """
-    background = float(np.median(_border(gray)))
+    border = _border(gray)
+    background = float(np.median(border))
     smoothed = _blur3(gray)
     dark_contrast = background - float(smoothed.min())
     bright_contrast = float(smoothed.max()) - background
@@ -220,12 +223,15 @@ def ink_map(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
         raise NoInk("the image is uniform: no digit found")
     dark_ink = dark_contrast > bright_contrast
     contrast = dark_contrast if dark_ink else bright_contrast
-    shading = _background_map(gray, dark_ink=dark_ink)
-    # Shading is a gentle variation of the paper; clipped so that a bold stroke that
-    # leaked into the estimate can never erase itself.
     reach = SHADING_MAX * contrast
-    shading = np.clip(shading, background - reach, background + reach)
-    ink = (shading - gray) if dark_ink else (gray - shading)
+    if float(np.ptp(border)) > SHADING_MIN_SPREAD * contrast:
+        # Shading is a gentle variation of the paper; clipped so that a bold stroke
+        # that leaked into the estimate can never erase itself.
+        paper = _background_map(gray, dark_ink=dark_ink)
+        paper = np.clip(paper, background - reach, background + reach)
+    else:
+        paper = np.float32(background)  # an even border: nothing to flatten
+    ink = (paper - gray) if dark_ink else (gray - paper)
     # The ink's own level (a pen is not pure black) becomes 1, as MNIST's strokes are.
     strokes = ink[ink > NOISE_FLOOR * contrast]
     peak = float(np.percentile(strokes, 99)) if strokes.size else contrast
