@@ -20,8 +20,8 @@ from serving.uploads import PredictJSON, Upload, read_uploads
 router = APIRouter(tags=["predict"])
 
 # A single image up to this many pixels is prepared on the event loop: it costs a few
-# milliseconds at most (measured: 28x28 PNG ~0.9 ms, 280x280 ~2.6 ms), where the thread
-# pool hop alone costs ~0.15 ms. Anything bigger, or several images, runs off the loop.
+# milliseconds at most (measured: 28x28 PNG ~0.25 ms, 280x280 ~2.5 ms), where the thread
+# pool hop alone costs ~0.1 ms. Anything bigger, or several images, runs off the loop.
 INLINE_PREPROCESS_MAX_PIXELS = 300 * 300
 PROBABILITY_DECIMALS = 6
 
