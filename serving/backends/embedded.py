@@ -146,9 +146,13 @@ class EmbeddedBackend(Backend):
             # load never replaces a working one.
             keep = {v: m for v, m in loaded.items() if v in on_disk}
             keep = dict(sorted(keep.items(), reverse=True)[: self._keep_versions])
-            if not keep and loaded:
-                keep = loaded  # the directory vanished entirely: keep serving what we have
+            if not keep:
+                # Nothing on disk can be served (the directory vanished, or only broken
+                # versions remain): answering with what is loaded beats going unready.
+                keep = loaded
             before = self.serving_version
+            for version in sorted(set(self._loaded) - set(keep)):
+                logger.info("unloading model version %s", version)
             self._loaded = keep
             if self.serving_version != before:
                 logger.info("serving model version %s (was %s)", self.serving_version, before)

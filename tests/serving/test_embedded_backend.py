@@ -181,3 +181,20 @@ async def test_concurrent_calls_each_get_their_own_rows(model_base_copy, digits)
             np.testing.assert_allclose(answer.probabilities, expected, atol=1e-5)
     finally:
         await backend.close()
+
+
+async def test_it_keeps_serving_when_the_only_version_is_replaced_by_a_broken_one(
+    model_base_copy, digits
+):
+    backend = make_backend(model_base_copy)
+    await backend.start()
+    try:
+        shutil.rmtree(model_base_copy / "mnist" / "1")
+        broken = model_base_copy / "mnist" / "2"
+        broken.mkdir()
+        (broken / "saved_model.pb").write_bytes(b"garbage")
+        await backend.refresh()
+        assert await backend.ready()
+        assert (await backend.predict(digits)).model_version == "1"
+    finally:
+        await backend.close()
