@@ -33,7 +33,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await backend.start()
-        logger.info("gateway ready to accept requests: backend=%s", backend.kind)
+        logger.info("gateway started: backend=%s ready=%s", backend.kind, await backend.ready())
         try:
             yield
         finally:
