@@ -11,6 +11,7 @@ from typing import Literal
 import keras
 
 from contract import INPUT_KEY, INPUT_SHAPE
+from training.augment import RandomAffine
 from training.models import LADDER, TrainingRecipe
 
 Profile = Literal["fast", "best"]
@@ -18,7 +19,7 @@ PROFILES: tuple[Profile, ...] = ("fast", "best")
 
 # Augmentation strength for the stages that use it: MNIST digits are already centred and
 # size-normalised, so only small perturbations help; larger ones turn 1s into 7s.
-SHIFT_FRACTION = 0.08  # about 2 pixels
+SHIFT_PIXELS = 2.0
 ROTATION_DEGREES = 10
 ZOOM_FRACTION = 0.08
 # Share of the run spent warming the learning rate up from zero (cosine recipes).
@@ -57,17 +58,10 @@ def optimizer_for(recipe: TrainingRecipe, total_steps: int) -> keras.optimizers.
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 
-def augmenter(seed: int) -> keras.Sequential:
+def augmenter(seed: int) -> RandomAffine:
     """Random shifts, rotations and zoom; active only while training, on the device."""
-    return keras.Sequential(
-        [
-            keras.layers.RandomTranslation(
-                SHIFT_FRACTION, SHIFT_FRACTION, fill_mode="constant", seed=seed
-            ),
-            keras.layers.RandomRotation(ROTATION_DEGREES / 360, fill_mode="constant", seed=seed),
-            keras.layers.RandomZoom(ZOOM_FRACTION, fill_mode="constant", seed=seed),
-        ],
-        name="augment",
+    return RandomAffine(
+        ROTATION_DEGREES, ZOOM_FRACTION, SHIFT_PIXELS, seed=seed, dtype="float32", name="augment"
     )
 
 

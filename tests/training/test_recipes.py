@@ -79,3 +79,27 @@ def test_stages_without_augmentation_train_the_exported_model_itself():
     recipe = LADDER["convnet"].recipe
     model, trainer = compile_for_training("convnet", recipe, total_steps=10, seed=0)
     assert trainer is model
+
+
+def test_affine_augmentation_without_range_is_the_identity(mnist_sample):
+    from training.augment import RandomAffine
+
+    images = to_model_input(mnist_sample["x_test"][:8])
+    still = RandomAffine(degrees=0, zoom=0, shift=0, seed=0)(images, training=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(still), images, atol=1e-5)
+
+
+def test_affine_augmentation_moves_digits_only_a_little(mnist_sample):
+    images = to_model_input(mnist_sample["x_test"][:64])
+    moved = keras.ops.convert_to_numpy(augmenter(seed=3)(images, training=True))
+    grid = np.arange(28)
+
+    def centre_of_mass(batch):
+        mass = batch[..., 0].sum(axis=(1, 2))
+        rows = (batch[..., 0].sum(axis=2) * grid).sum(axis=1) / mass
+        cols = (batch[..., 0].sum(axis=1) * grid).sum(axis=1) / mass
+        return np.stack([rows, cols], axis=1)
+
+    shift = np.abs(centre_of_mass(moved) - centre_of_mass(images))
+    assert shift.max() < 4.0  # 2 px shift plus rotation/zoom about the centre
+    assert shift.mean() > 0.3  # and it does move them
