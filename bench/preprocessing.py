@@ -47,6 +47,13 @@ def dark_on_white(digit: np.ndarray, rng) -> bytes:
     return encode(Image.fromarray(255 - digit))
 
 
+def tightly_cropped(digit: np.ndarray, rng) -> bytes:
+    """Dark on white, cut to the digit's bounding box (what a user's crop tool gives)."""
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return encode(Image.fromarray(255 - crop))
+
+
 def small_off_centre(digit: np.ndarray, rng) -> bytes:
     size = int(rng.integers(40, 90))
     page = Image.new("L", (200, 200), 255)
@@ -139,6 +146,7 @@ def hairline(digit: np.ndarray, rng) -> bytes:
 MNIST_CONDITIONS: dict[str, Callable] = {
     "MNIST as PNG": mnist_png,
     "dark ink on white": dark_on_white,
+    "tightly cropped, dark on white": tightly_cropped,
     "small, off-centre on 200x200": small_off_centre,
     "canvas, transparent background": transparent_canvas,
     "JPEG q70, dark on white, 112px": jpeg_q70,

@@ -60,6 +60,8 @@ NOISE_SIGMAS = 4.0
 SHADING_MAP_SIZE = 64
 SHADING_WINDOW = 0.25
 SHADING_MAX = 0.35
+SHADING_STROKES = 2.0  # the window spans at least this many mean stroke widths
+TIGHT_CROP_FRACTION = 0.8  # ink spanning this much of both sides: no paper to model
 # ... and is only estimated when the border itself varies by more than this fraction.
 SHADING_MIN_SPREAD = 0.05
 # Stroke width in MNIST's 20-pixel box is about 2-3 pixels; hairlines (typed digits in
@@ -223,15 +225,16 @@ def ink_map(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
         raise NoInk("the image is uniform: no digit found")
     dark_ink = dark_contrast > bright_contrast
     contrast = dark_contrast if dark_ink else bright_contrast
-    reach = SHADING_MAX * contrast
-    if float(np.ptp(border)) > SHADING_MIN_SPREAD * contrast:
+    rough_ink = ((background - gray) if dark_ink else (gray - background)) / contrast
+    if float(np.ptp(border)) > SHADING_MIN_SPREAD * contrast and not _fills_frame(rough_ink):
         # Shading is a gentle variation of the paper; clipped so that a bold stroke
         # that leaked into the estimate can never erase itself.
-        paper = _background_map(gray, dark_ink=dark_ink)
-        paper = np.clip(paper, background - reach, background + reach)
+        paper = _background_map(gray, dark_ink=dark_ink, stroke=_stroke_width(rough_ink))
+        reach = SHADING_MAX * contrast
+        ink = np.clip(paper, background - reach, background + reach) - gray
+        ink = ink if dark_ink else -ink
     else:
-        paper = np.float32(background)  # an even border: nothing to flatten
-    ink = (paper - gray) if dark_ink else (gray - paper)
+        ink = rough_ink * contrast  # an even border or a tight crop: a flat background
     # The ink's own level (a pen is not pure black) becomes 1, as MNIST's strokes are.
     strokes = ink[ink > NOISE_FLOOR * contrast]
     peak = float(np.percentile(strokes, 99)) if strokes.size else contrast
@@ -254,14 +257,33 @@ def _blur3(pixels: np.ndarray) -> np.ndarray:
     return total / 9.0
 
 
-def _background_map(gray: np.ndarray, *, dark_ink: bool) -> np.ndarray:
+def _fills_frame(ink: np.ndarray) -> bool:
+    """A tight crop: the digit spans most of both dimensions, leaving no paper around it
+    to estimate shading from (and the border varies because strokes touch it)."""
+    mask = ink > 0.5
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return False
+    height, width = ink.shape
+    return (
+        rows[-1] - rows[0] + 1 >= TIGHT_CROP_FRACTION * height
+        and cols[-1] - cols[0] + 1 >= TIGHT_CROP_FRACTION * width
+    )
+
+
+def _background_map(gray: np.ndarray, *, dark_ink: bool, stroke: float) -> np.ndarray:
     """The paper without the ink: a morphological closing (opening for bright ink) with a
-    window wider than any stroke, computed small and scaled back up smoothly."""
+    window wider than any stroke, computed small and scaled back up smoothly.
+
+    The window is a fraction of the image, but never narrower than a few stroke widths:
+    where the digit fills the image (a tight crop) a fraction of the image is no wider
+    than a bold stroke, and the "paper" would take the ink with it."""
     height, width = gray.shape
     scale = min(1.0, SHADING_MAP_SIZE / max(height, width))
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = _to_image(gray).resize(small_size, Image.Resampling.BOX)
-    window = 2 * max(1, round(SHADING_WINDOW * max(small_size) / 2)) + 1
+    reach = max(SHADING_WINDOW * max(height, width), SHADING_STROKES * stroke) * scale
+    window = 2 * max(1, round(reach / 2)) + 1
     first, second = (np.max, np.min) if dark_ink else (np.min, np.max)
     paper = _square_extreme(_square_extreme(np.asarray(small), window, first), window, second)
     paper = Image.fromarray(paper).resize((width, height), Image.Resampling.BILINEAR)

@@ -265,3 +265,15 @@ def test_a_huge_photo_is_shrunk_to_working_size_and_still_read(digit, reference)
     page.paste(Image.fromarray(255 - digit).resize((1400, 1400)), (1300, 800))
     for image_format in ("JPEG", "PNG"):
         assert similarity(run(encode(page, image_format)), reference) > 0.9
+
+
+def test_tightly_cropped_digits_keep_their_ink(mnist_sample):
+    """A crop to the digit leaves no paper around it: strokes touch the border, so the
+    border varies without any shading, and no shading may be taken out of the ink."""
+    kept = []
+    for image in mnist_sample["x_test"][:300]:
+        rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+        crop = 255 - image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        kept.append(run(encode(Image.fromarray(crop))).sum() / (image / 255.0).sum())
+    # Measured: 99% do; 90% with only the stroke-wide window, 58% with neither guard.
+    assert np.mean(np.array(kept) >= 0.9) >= 0.98
