@@ -67,7 +67,8 @@ def validate(arrays: dict[str, np.ndarray], source: str) -> None:
             )
 
 
-def load_npz(path: Path) -> MnistData:
+def load_npz(path: Path | str) -> MnistData:
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"MNIST file {path} does not exist; {_HINT}.")
     try:
