@@ -122,3 +122,23 @@ def test_a_version_directory_is_never_visible_half_written(tmp_path, untrained_s
     look()
     assert set(seen) == {1, 2, 3}
     assert all(set(observations) == {"complete"} for observations in seen.values()), seen
+
+
+def test_mixed_precision_export_keeps_the_float32_contract(tmp_path, tiny_data):
+    import tensorflow as tf
+
+    from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
+
+    try:
+        result = train(_config(tmp_path, model="convnet", mixed_precision=True), tiny_data)
+    finally:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
+    assert result.metadata["mixed_precision"] is True
+    signature = (loaded := tf.saved_model.load(str(result.export_dir))).signatures[SIGNATURE_NAME]
+    images = tf.constant(to_model_input(tiny_data.x_test[:5]))
+    probabilities = signature(**{INPUT_KEY: images})[OUTPUT_KEY]
+    assert probabilities.dtype == tf.float32
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, atol=1e-5)
+    del loaded
