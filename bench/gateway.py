@@ -329,7 +329,7 @@ def targets_table(rows: list[Row]) -> list[tuple[str, str, str]]:
     signature = find(rows, "/signature", "png", 2)
     if gateway and upload and signature and 32 in gateway.cells:
         g, u, s = gateway.cells[32], upload.cells[32], signature.cells[32]
-        share = g.rps / u.rps
+        share = ratio(g.rps, u.rps)
         lines.append(
             (
                 "throughput ≥ 50% of the trivial upload route (2w, c=32)",
@@ -337,7 +337,7 @@ def targets_table(rows: list[Row]) -> list[tuple[str, str, str]]:
                 verdict(share >= 0.5),
             )
         )
-        speedup = g.rps / s.rps
+        speedup = ratio(g.rps, s.rps)
         lines.append(
             (
                 "throughput ≥ 2x the per-request signature endpoint (2w, c=32)",
@@ -345,7 +345,7 @@ def targets_table(rows: list[Row]) -> list[tuple[str, str, str]]:
                 verdict(speedup >= 2),
             )
         )
-        tail = g.p99_ms / u.p99_ms
+        tail = ratio(g.p99_ms, u.p99_ms)
         lines.append(
             (
                 "p99 ≤ 2x the trivial upload route's p99 (2w, c=32)",
@@ -369,6 +369,11 @@ def targets_table(rows: list[Row]) -> list[tuple[str, str, str]]:
     return lines
 
 
+def ratio(a: float, b: float) -> float:
+    """a / b; infinite when b is 0 (a baseline that completed no request in its cell)."""
+    return a / b if b else float("inf")
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -385,14 +390,15 @@ def ratio_lines(rows: list[Row]) -> list[str]:
                 if c in on.cells and c in off.cells:
                     a, b = on.cells[c], off.cells[c]
                     lines.append(
-                        f"- {workers}w, c={c}: dynamic batching on/off = {a.rps / b.rps:.2f}x "
+                        f"- {workers}w, c={c}: dynamic batching on/off = "
+                        f"{ratio(a.rps, b.rps):.2f}x "
                         f"req/s, p99 {a.p99_ms:.1f} vs {b.p99_ms:.1f} ms"
                     )
         if on and naive and 32 in naive.cells:
-            speedup = on.cells[32].rps / naive.cells[32].rps
+            speedup = ratio(on.cells[32].rps, naive.cells[32].rps)
             lines.append(f"- {workers}w, c=32: gateway / naive model.predict = {speedup:,.0f}x")
         if on and signature and 32 in signature.cells:
-            speedup = on.cells[32].rps / signature.cells[32].rps
+            speedup = ratio(on.cells[32].rps, signature.cells[32].rps)
             lines.append(f"- {workers}w, c=32: gateway / per-request signature = {speedup:.1f}x")
     return lines
 
