@@ -29,6 +29,7 @@ def _create_model_backend(settings: Settings) -> Backend:
             poll_seconds=settings.model_poll_seconds,
             keep_versions=settings.model_keep_versions,
             timeout_seconds=settings.backend_timeout_seconds,
+            intra_op_threads=settings.model_intra_op_threads,
         )
     if settings.backend == "grpc":
         from serving.backends.grpc import GrpcBackend

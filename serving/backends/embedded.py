@@ -29,6 +29,21 @@ logger = logging.getLogger(__name__)
 MODEL_CALL_THREADS = 4
 
 
+def set_intra_op_threads(threads: int) -> None:
+    """TensorFlow's threads per op (0 leaves its default); effective only before the
+    process's first TensorFlow op, as when a worker starts."""
+    if threads <= 0:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran in this process (tests, notebooks)
+        current = tf.config.threading.get_intra_op_parallelism_threads()
+        if current != threads:
+            logger.info("TensorFlow already initialised: %s threads per op stay", current)
+
+
 @dataclass(frozen=True)
 class LoadedVersion:
     version: int
@@ -86,7 +101,9 @@ class EmbeddedBackend(Backend):
         poll_seconds: float,
         keep_versions: int,
         timeout_seconds: float,
+        intra_op_threads: int = 0,
     ) -> None:
+        self._intra_op_threads = intra_op_threads
         self._model_name = model_name
         self._base_path = base_path
         self._poll_seconds = poll_seconds
@@ -100,6 +117,7 @@ class EmbeddedBackend(Backend):
         self._refresh_lock = asyncio.Lock()
 
     async def start(self) -> None:
+        set_intra_op_threads(self._intra_op_threads)
         await self.refresh()
         if not self._loaded:
             logger.warning(
