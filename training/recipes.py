@@ -93,6 +93,16 @@ class EpochClock(keras.callbacks.Callback):
         self.elapsed.append(time.perf_counter() - self.started)
 
 
+class LearningRateLog(keras.callbacks.Callback):
+    """Put the scheduled learning rate into each epoch's logs (and so into TensorBoard)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+
+
 def seconds_to_reach(target: float, accuracies: list[float], elapsed: list[float]) -> float | None:
     """Wall-clock time at the end of the first epoch whose test accuracy reached `target`."""
     for accuracy, seconds in zip(accuracies, elapsed, strict=True):

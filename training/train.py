@@ -23,14 +23,21 @@ from contract import METADATA_FILENAME, NUM_CLASSES, PIXEL_MAX
 from training.data import MnistData, to_model_input
 from training.export import export_model
 from training.models import DEFAULT_MODEL, LADDER
-from training.recipes import EpochClock, Profile, compile_for_training, epochs_for, seconds_to_reach
+from training.recipes import (
+    EpochClock,
+    LearningRateLog,
+    Profile,
+    compile_for_training,
+    epochs_for,
+    seconds_to_reach,
+)
 from training.report import write_report
 
 log = logging.getLogger(__name__)
 
 REPORT_FILENAME = "report.png"
 WARMUP_IMAGES = 8
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "elapsed_seconds")
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "elapsed_seconds")
 
 
 class AccuracyGateError(Exception):
@@ -164,7 +171,8 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
 
     run_dir = None
     clock = EpochClock()
-    callbacks: list[keras.callbacks.Callback] = [clock]
+    # LearningRateLog before TensorBoard, which writes whatever the logs hold.
+    callbacks: list[keras.callbacks.Callback] = [clock, LearningRateLog()]
     if config.logdir is not None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = Path(config.logdir) / f"{config.model}-{config.profile}-{stamp}"

@@ -74,6 +74,7 @@ def test_tensorboard_logs_hold_scalars_and_histograms(tmp_path):
                 plugins[value.tag] = value.metadata.plugin_data.plugin_name
     assert plugins.get("epoch_loss") == "scalars"
     assert plugins.get("epoch_accuracy") == "scalars"
+    assert plugins.get("epoch_learning_rate") == "scalars"
     assert "histograms" in plugins.values()
 
 
