@@ -9,11 +9,13 @@ import os
 import sys
 from pathlib import Path
 
+from contract import MODEL_NAME
 from training.data import DataError, load_mnist
 
 EXIT_OK = 0
 EXIT_DATA = 3
 EXIT_GATE = 4
+EXIT_EXPORT_BASE = 5
 DATA_ENV = "MNIST_NPZ"
 DEFAULT_MODEL = "convnet"  # training.models.DEFAULT_MODEL; checked by a test
 PROFILES = ("fast", "best")
@@ -36,6 +38,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def check_export_base(export_base: Path) -> str | None:
+    """Why the export base is unusable, or None: found before training, not after it."""
+    target = export_base / MODEL_NAME
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create {target} ({error.strerror})"
+    if not os.access(target, os.W_OK | os.X_OK):
+        return f"cannot write to {target}"
+    return None
+
+
 class _Parser(argparse.ArgumentParser):
     def format_help(self) -> str:
         # The ladder's descriptions come from training.models, which imports TensorFlow
@@ -47,8 +61,12 @@ class _Parser(argparse.ArgumentParser):
             f"best: {stage.recipe.best_epochs})"
             for name, stage in LADDER.items()
         )
-        self.epilog = f"models (--model):\n{ladder}\n\n{self.epilog}"
-        return super().format_help()
+        epilog = self.epilog
+        self.epilog = f"models (--model):\n{ladder}\n\n{epilog}"
+        try:
+            return super().format_help()
+        finally:
+            self.epilog = epilog
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "exit status: 0 exported; 2 bad flags or model name; "
             f"{EXIT_DATA} MNIST could not be loaded; "
-            f"{EXIT_GATE} test accuracy below --min-accuracy (nothing exported).\n"
+            f"{EXIT_GATE} test accuracy below --min-accuracy (nothing exported); "
+            f"{EXIT_EXPORT_BASE} the export base is not writable.\n"
             "TensorBoard: tensorboard --logdir runs"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -160,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.model not in LADDER:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(LADDER)}")
+
+    problem = check_export_base(args.export_base)
+    if problem:
+        print(f"mnist-train: {problem}; pass --export-base DIR to a writable directory.",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_EXPORT_BASE
 
     progress = args.progress or ("bar" if sys.stdout.isatty() else "epoch")
     config = TrainConfig(

@@ -129,3 +129,16 @@ def test_cli_defaults_agree_with_the_ladder():
 def test_console_script_is_declared():
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
     assert 'mnist-train = "training.cli:main"' in pyproject
+
+
+def test_cli_refuses_an_unusable_export_base_before_training(tmp_path):
+    not_a_directory = tmp_path / "models"
+    not_a_directory.write_text("a file where the export base should be\n")
+    result = _run("--export-base", str(not_a_directory), "--model", "softmax")
+    assert result.returncode == cli.EXIT_EXPORT_BASE
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mnist-train: cannot create {not_a_directory / 'mnist'} (Not a directory); "
+        "pass --export-base DIR to a writable directory."
+    )
+    assert "Epoch" not in result.stdout  # refused before any training
