@@ -109,7 +109,9 @@ def gateway_without_model(tmp_path_factory) -> Iterator[Gateway]:
         yield running
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running on the
+# main thread while it is open, which breaks every asyncio test collected after it.
+@pytest.fixture(scope="module")
 def browser():
     chromium = require_tool("chromium")
     from playwright.sync_api import sync_playwright
