@@ -413,22 +413,23 @@ CONDITIONS = """\
 
 
 NOTES = """\
-## What the numbers say, and what was done for them
+## What was measured and changed
 
 - **Where a request's time goes.** Profiled with py-spy (`py-spy record -p <worker pid>`)
-  under wrk at c=32 and with cProfile on the ASGI app in-process: MNIST-style
-  preprocessing is about half of the gateway's CPU per 28x28 PNG (ink map, shading map,
-  percentiles on tiny arrays), multipart parsing and FastAPI's request handling most of
-  the rest; the model call, batched, is a few percent. The trivial upload route pays
-  only the HTTP and multipart part, so the gateway/upload ratio is bounded by the
-  preprocessing cost, and the per-request signature endpoint pays the same
-  preprocessing too, which bounds the gateway/signature ratio.
+  under wrk at c=32, and with cProfile on the ASGI app called in-process: MNIST-style
+  preprocessing is the largest share of the gateway's CPU per 28x28 PNG, multipart
+  parsing and FastAPI's request handling (parameter validation, response model,
+  middleware, metrics, the access log line) most of the rest; the model call, batched,
+  costs the event loop little and runs on a worker thread. The trivial upload route pays
+  only the HTTP and multipart part; the per-request signature endpoint pays the same
+  preprocessing as the gateway, which bounds the gateway/signature ratio.
 - **Changes made from those profiles:** the gateway's FastAPI dependencies are
   `async def` (plain `def` dependencies ran in the thread pool: three thread hops per
   request); the shading map's max/min filters are separable numpy passes (bit-identical
-  output; a noisy 640x480 photo's preprocessing went from 13.7 to 8.3 ms); small uploads
-  are preprocessed on the event loop, large ones in the thread pool; the model runs
-  through the SavedModel signature (never `model.predict`), off the event loop, batched.
+  output; a noisy 640x480 photo's preprocessing 13.7 -> 8.3 ms); TensorFlow runs one
+  thread per op in each worker (`GATEWAY_MODEL_INTRA_OP_THREADS=1`: a batch-1 call
+  170 us of CPU instead of 343, batch 32 700 instead of 1,108); the model runs through
+  the SavedModel signature (never `model.predict`), off the event loop, batched.
 - **Dynamic batching** (`serving/batching.py`) sends at once when no batch is running,
   so a lone request waits for nothing; under load, requests that queue behind a running
   batch go together when it returns. A fixed wait (the textbook policy) costs a lone
