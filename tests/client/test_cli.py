@@ -93,7 +93,7 @@ def test_many_files_go_in_few_requests_within_the_server_limit(gateway, digit_fi
     # The gateway reports its limit (16 here) in GET /v1/models.
     with Client(gateway.url, concurrency=1) as client:
         predictions = client.predict([digit_files])
-        assert client.max_files_per_request() == gateway.max_files
+        assert client.max_files_per_request() == 16
         assert client.requests_sent == 1 + 3  # the GET, then ceil(40 / 16)
 
     # A client told a larger chunk than the server takes: each 32-file chunk is refused

@@ -6,8 +6,10 @@ import sys
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, GatewayProcess, publish_version
+from conftest import REPO_ROOT, publish_version
 from imagefiles import bomb_png, png
+
+from tests.gateway_process import GatewayProcess
 
 
 def _clear_digits(mnist_sample, count: int = 40) -> list[tuple[bytes, int]]:

@@ -4,12 +4,6 @@ double (tests/tfserving_double.py); behaviour shared with rest is in
 test_tfserving_gateway.py."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -31,6 +25,7 @@ from serving.backends.remote import signature_contract_problems
 from serving.backends.resilience import Deadline
 from serving.errors import BackendError, BackendUnavailable
 from serving.settings import Settings
+from tests.gateway_process import GatewayProcess, free_port
 
 
 def test_request_tensor_carries_the_raw_float32_bytes_tensorflow_reads():
@@ -138,12 +133,6 @@ async def test_message_size_limit_is_the_configured_one_not_grpc_default(
         await tight.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_server_down_means_not_ready_and_503_and_start_still_succeeds(two_version_base):
     down = f"127.0.0.1:{free_port()}"
     backend = make_backend("grpc", Settings(backend="grpc", tfserving_grpc_target=down))
@@ -226,64 +215,31 @@ def test_launched_gateway_with_two_workers_follows_the_server_down_and_back(
 ):
     """`python -m serving` configured by GATEWAY_ variables, two uvicorn workers (each with
     its own channel and circuit), TF Serving killed and restarted under it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "GATEWAY_BACKEND": "grpc",
-        "GATEWAY_TFSERVING_GRPC_TARGET": private_double.grpc_target,
-        "GATEWAY_WORKERS": "2",
-        "GATEWAY_PORT": str(port),
-        "GATEWAY_BREAKER_RESET_SECONDS": "1",
-    }
-    log = (tmp_path / "gateway.log").open("wb")
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "serving"],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    gateway = GatewayProcess(
+        {
+            "GATEWAY_BACKEND": "grpc",
+            "GATEWAY_TFSERVING_GRPC_TARGET": private_double.grpc_target,
+            "GATEWAY_WORKERS": "2",
+            "GATEWAY_BREAKER_RESET_SECONDS": "1",
+        },
+        tmp_path / "gateway.log",
     )
     upload = {"file": ("seven.png", png(mnist_sample["x_test"][0]), "image/png")}
-
-    def status(method: str, path: str, **kwargs) -> int:
-        try:
-            return httpx.request(method, url + path, timeout=10, **kwargs).status_code
-        except httpx.TransportError:
-            return 0
-
-    def wait_for(method: str, path: str, expected: int, what: str, **kwargs) -> None:
-        deadline = time.monotonic() + 90
-        # Two workers share the port: several answers in a row, so both are seen.
-        streak = 0
-        while streak < 4:
-            if gateway.poll() is not None:
-                pytest.fail(f"gateway exited:\n{(tmp_path / 'gateway.log').read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what}")
-            streak = streak + 1 if status(method, path, **kwargs) == expected else 0
-            time.sleep(0.1)
-
+    # Two workers share the port: several answers in a row, so both are seen.
+    both_workers = {"timeout": 90, "streak": 4}
     try:
-        wait_for("GET", "/readyz", 200, "the gateway to be ready")
-        answer = httpx.post(url + "/v1/predict", files=upload, timeout=10)
+        gateway.wait_for("/readyz", 200, **both_workers)
+        answer = httpx.post(gateway.url + "/v1/predict", files=upload, timeout=10)
         assert answer.status_code == 200
         assert answer.json()["model"] == {"name": "mnist", "version": "2"}
 
         private_double.kill()
-        wait_for("GET", "/readyz", 503, "readiness to turn false")
-        assert status("POST", "/v1/predict", files=upload) == 503
-        assert gateway.poll() is None  # the gateway outlives its model server
+        gateway.wait_for("/readyz", 503, **both_workers)
+        assert gateway.status("POST", "/v1/predict", files=upload) == 503
+        assert gateway.process.poll() is None  # the gateway outlives its model server
 
         private_double.start()
-        wait_for("POST", "/v1/predict", 200, "answers after the restart", files=upload)
-        assert status("GET", "/readyz") == 200
+        gateway.wait_for("/v1/predict", 200, method="POST", files=upload, **both_workers)
+        assert gateway.status("GET", "/readyz") == 200
     finally:
-        gateway.terminate()
-        try:
-            gateway.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            gateway.wait()
-        log.close()
+        gateway.stop()
