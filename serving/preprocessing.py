@@ -151,8 +151,14 @@ def _shrink(image: Image.Image) -> Image.Image:
     return image.reduce(math.ceil(longest / MAX_WORKING_SIDE))
 
 
+_PNG_IHDR = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+
+
 def pixel_count(data: bytes) -> int:
     """Width x height from the header alone (0 when unreadable: decode() will say why)."""
+    if data[:16] == _PNG_IHDR and len(data) >= 24:
+        # The size Pillow would read, without opening the image twice (~9 us).
+        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -165,9 +171,10 @@ def pixel_count(data: bytes) -> int:
 def to_grayscale(image: Image.Image) -> np.ndarray:
     """EXIF orientation applied, alpha composited on white, as float32 luminance in [0, 1]."""
     image = _shrink(image)
-    # A malformed EXIF block must not reject an otherwise good image.
-    with contextlib.suppress(Exception):
-        image = ImageOps.exif_transpose(image)
+    if not _png_without_orientation(image):
+        # A malformed EXIF block must not reject an otherwise good image.
+        with contextlib.suppress(Exception):
+            image = ImageOps.exif_transpose(image)
 
     mode = image.mode
     if mode.startswith("I;16") or mode == "I":
@@ -191,7 +198,20 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
         if image.mode not in ("RGB", "1"):
             image = image.convert("RGB")
         image = image.convert("L")
+    if image.mode == "L":
+        # The bytes as they are: np.asarray on a fresh PIL image goes through its array
+        # interface, ~16 us of overhead for a 28x28 image; same values exactly.
+        pixels = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(image.height, image.width)
+        return pixels.astype(np.float32) / 255.0
     return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _png_without_orientation(image: Image.Image) -> bool:
+    """A decoded PNG with neither EXIF nor XMP carries no orientation: exif_transpose
+    would only copy it (after parsing an empty EXIF block, ~8 us for a small image)."""
+    return image.format == "PNG" and not any(
+        key in image.info for key in ("exif", "xmp", "XML:com.adobe.xmp")
+    )
 
 
 def _border(gray: np.ndarray) -> np.ndarray:
@@ -217,7 +237,7 @@ def ink_map(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
     so a few noisy pixels neither fake ink nor decide the polarity.
     """
     border = _border(gray)
-    background = float(np.median(border))
+    background = _median(border)
     smoothed = _blur3(gray)
     dark_contrast = background - float(smoothed.min())
     bright_contrast = float(smoothed.max()) - background
@@ -237,23 +257,71 @@ def ink_map(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
         ink = rough_ink * contrast  # an even border or a tight crop: a flat background
     # The ink's own level (a pen is not pure black) becomes 1, as MNIST's strokes are.
     strokes = ink[ink > NOISE_FLOOR * contrast]
-    peak = float(np.percentile(strokes, 99)) if strokes.size else contrast
+    peak = _percentile(strokes, 99) if strokes.size else contrast
     ink = np.clip(ink / max(peak, MIN_INK_CONTRAST / 2), 0.0, 1.0)
     border = _border(ink)
-    spread = 1.4826 * float(np.median(np.abs(border - np.median(border))))  # robust sigma
+    if border.min() == border.max():
+        spread = 0.0  # a clean background: the common case, no medians needed
+    else:
+        spread = 1.4826 * float(np.median(np.abs(border - np.median(border))))  # robust sigma
     haze = max(HAZE_FLOOR, NOISE_SIGMAS * spread, LOSSY_HAZE_FLOOR if lossy else 0.0)
     ink[ink < haze] = 0.0
     return ink.astype(np.float32)
 
 
+def _median(values: np.ndarray) -> float:
+    if values.min() == values.max():
+        return float(values[0])  # np.median of a constant, without its sort
+    return float(np.median(values))
+
+
+def _percentile(values: np.ndarray, q: int) -> float:
+    """float(np.percentile(values, q)) for a 1-D float32 array, bit for bit (numpy's
+    "linear" method: the same indexes, the same float32 interpolation), without its
+    generic machinery: ~2.5 us instead of ~20 for a small image's strokes."""
+    count = values.size
+    if count < 2:
+        return float(np.percentile(values, q))
+    virtual = (count - 1) * (q / 100)
+    previous = math.floor(virtual)
+    following = min(previous + 1, count - 1)
+    part = np.partition(values, sorted({0, previous, following, count - 1}))
+    if math.isnan(part[-1]):
+        return float(np.percentile(values, q))  # NaN sorts last; numpy's rules apply
+    low, high = part[previous], part[following]
+    gamma = virtual - previous
+    difference = high - low
+    if gamma >= 0.5:
+        return float(high - difference * (1 - gamma))
+    return float(low + difference * gamma)
+
+
+def _pad1(pixels: np.ndarray, *, edge: bool) -> np.ndarray:
+    """np.pad(pixels, 1) with mode "edge" or zeros, at a fraction of np.pad's overhead
+    (which dominates for a 28x28 image)."""
+    height, width = pixels.shape
+    padded = np.empty((height + 2, width + 2), dtype=pixels.dtype)
+    padded[1:-1, 1:-1] = pixels
+    if edge:
+        padded[0, 1:-1] = pixels[0]
+        padded[-1, 1:-1] = pixels[-1]
+        padded[:, 0] = padded[:, 1]
+        padded[:, -1] = padded[:, -2]
+    else:
+        padded[0] = padded[-1] = 0
+        padded[:, 0] = padded[:, -1] = 0
+    return padded
+
+
 def _blur3(pixels: np.ndarray) -> np.ndarray:
     """3x3 box mean (edges replicated)."""
-    padded = np.pad(pixels, 1, mode="edge")
+    padded = _pad1(pixels, edge=True)
     height, width = pixels.shape
-    total = np.zeros_like(pixels, dtype=np.float32)
+    total = padded[:height, :width].astype(np.float32)  # a copy: 0 + x == x exactly
     for dy in range(3):
         for dx in range(3):
-            total += padded[dy : dy + height, dx : dx + width]
+            if dy or dx:
+                total += padded[dy : dy + height, dx : dx + width]
     return total / 9.0
 
 
@@ -335,7 +403,7 @@ def _stroke_width(ink: np.ndarray) -> float:
     area = int(mask.sum())
     if area == 0:
         return 0.0
-    padded = np.pad(mask, 1)
+    padded = _pad1(mask, edge=False)
     interior = (
         padded[1:-1, 1:-1]
         & padded[:-2, 1:-1]
@@ -375,7 +443,7 @@ def _thicken(ink: np.ndarray, box: int) -> np.ndarray:
         return ink
     # Shrinking spread a hairline over a fraction of a pixel: give it back its full ink
     # (the typical stroke pixel becomes 1), so it grows evenly instead of as grey blobs.
-    ink = np.clip(ink / float(np.percentile(ink[ink > 0], 90)), 0.0, 1.0)
+    ink = np.clip(ink / _percentile(ink[ink > 0], 90), 0.0, 1.0)
     width_in_box = _stroke_width(ink) / pixels_per_box_pixel
     if width_in_box >= MIN_STROKE_WIDTH_IN_BOX:
         return ink
