@@ -8,16 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.settings import Settings
 from tests.gateway_process import GatewayProcess
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def gateway_settings(model_base: Path, **overrides) -> Settings:
-    # Batching is the throughput engineer's layer, tested on its own; these tests pin
-    # the plain request path.
-    return Settings(model_base_path=model_base / "mnist", batching_enabled=False, **overrides)
+from tests.serving.gateway_setup import gateway_settings
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +25,6 @@ def model_base_copy(tiny_model_base, tmp_path) -> Path:
     """A private export base with the tiny model as version 1, for tests that add versions."""
     shutil.copytree(tiny_model_base / "mnist" / "1", tmp_path / "mnist" / "1")
     return tmp_path
-
-
-def publish_version(model_base: Path, source_version: int, new_version: int) -> Path:
-    """Copy a version under a new number the way the exporter does: staged, then renamed."""
-    model_dir = model_base / "mnist"
-    staging = model_dir / f".{new_version}-partial"
-    shutil.copytree(model_dir / str(source_version), staging)
-    final = model_dir / str(new_version)
-    staging.rename(final)
-    return final
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ import base64
 
 import numpy as np
 import pytest
-from conftest import gateway_settings
 from fastapi.testclient import TestClient
 from imagefiles import bomb_png, encode, png
 from PIL import Image
 
 from serving.app import create_app
 from serving.backends.base import Backend, BatchPrediction, ModelInfo
+from tests.serving.gateway_setup import gateway_settings
 
 ERROR_KEYS = {"code", "message", "request_id"}
 

@@ -6,11 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import publish_version
 
 from contract import INPUT_SHAPE
 from serving.backends.embedded import EmbeddedBackend
 from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
+from tests.serving.gateway_setup import publish_version
 
 
 def make_backend(model_base, **overrides) -> EmbeddedBackend:

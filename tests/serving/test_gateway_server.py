@@ -6,10 +6,11 @@ import sys
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, publish_version
 from imagefiles import bomb_png, png
 
+from tests.conftest import REPO_ROOT
 from tests.gateway_process import GatewayProcess
+from tests.serving.gateway_setup import publish_version
 
 
 def _clear_digits(mnist_sample, count: int = 40) -> list[tuple[bytes, int]]:

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-from conftest import REPO_ROOT
 
 from serving.settings import (
     SettingsError,
@@ -11,6 +10,7 @@ from serving.settings import (
     load_settings,
     unknown_variables,
 )
+from tests.conftest import REPO_ROOT
 
 
 def test_defaults_serve_the_embedded_backend_on_localhost_8000():

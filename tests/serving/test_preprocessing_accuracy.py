@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from conftest import gateway_settings
 from fastapi.testclient import TestClient
 from imagefiles import (
     dark_on_white,
@@ -25,6 +24,7 @@ from PIL import Image
 
 from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from serving.app import create_app
+from tests.serving.gateway_setup import gateway_settings
 
 DIGITS = 1000
 
