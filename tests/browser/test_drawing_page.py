@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -258,7 +259,7 @@ def test_probability_bars_are_drawn_to_scale(page, gateway):
 
 def test_page_names_the_model_version_that_answers(page, gateway):
     page.goto(gateway.url)
-    page.wait_for_function("document.getElementById('model').textContent.includes('version')")
+    expect(page.locator("#model")).to_contain_text("version", timeout=30_000)
     assert page.locator("#model").inner_text() == "mnist, version 1 · embedded backend"
 
     draw_with_mouse(page, vertical_stroke())
@@ -282,7 +283,7 @@ def test_blank_upload_is_answered_with_a_no_digit_message(page, gateway, tmp_pat
 
 def test_page_says_the_service_is_unavailable_when_no_model_is_loaded(page, gateway_without_model):
     page.goto(gateway_without_model.url)
-    page.wait_for_function("!document.getElementById('model').textContent.includes('checking')")
+    expect(page.locator("#model")).not_to_contain_text("checking", timeout=30_000)
     assert page.locator("#model").inner_text() == "not loaded (service unavailable)"
 
     with page.expect_response("**/v1/predict") as answered:
@@ -328,7 +329,7 @@ def test_page_says_it_cannot_reach_the_service_when_the_gateway_stops(
 ):
     with start_gateway(well_trained_model_base / "mnist") as short_lived:
         page.goto(short_lived.url)
-        page.wait_for_function("document.getElementById('model').textContent.includes('version')")
+        expect(page.locator("#model")).to_contain_text("version", timeout=30_000)
     draw_with_mouse(page, vertical_stroke())
     shown = await_answer(page)
 
