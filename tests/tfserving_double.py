@@ -736,10 +736,6 @@ class TFServingDouble:
             self.process.wait(timeout=10)
         self.process = None
 
-    def restart(self) -> "TFServingDouble":
-        self.kill()
-        return self.start()
-
     def set_faults(self, **faults) -> None:
         import httpx
 
