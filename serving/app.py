@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.backends import Backend, create_backend
 from serving.errors import GatewayError
+from serving.heap import freeze_long_lived_objects
 from serving.observability import (
     REQUEST_ID_HEADER,
     GatewayMetrics,
@@ -33,6 +34,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await backend.start()
+        freeze_long_lived_objects()
         logger.info("gateway started: backend=%s ready=%s", backend.kind, await backend.ready())
         try:
             yield

@@ -22,6 +22,7 @@ import numpy as np
 from contract import INPUT_KEY, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KEY, SIGNATURE_NAME
 from serving.backends.base import Backend, BatchPrediction, ModelInfo
 from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
+from serving.heap import freeze_long_lived_objects
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ class EmbeddedBackend(Backend):
             before = self.serving_version
             for version in sorted(set(self._loaded) - set(keep)):
                 logger.info("unloading model version %s", version)
+            if set(keep) - set(self._loaded):
+                freeze_long_lived_objects()
             self._loaded = keep
             if self.serving_version != before:
                 logger.info("serving model version %s (was %s)", self.serving_version, before)
