@@ -7,6 +7,7 @@ one backend call for the whole batch -> postprocess into the response.
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +19,20 @@ from serving.schemas import ErrorResponse, ModelRef, Prediction, PredictResponse
 from serving.settings import Settings
 from serving.uploads import PredictJSON, Upload, read_uploads
 
-router = APIRouter(tags=["predict"])
+
+class RequestInResponseOut(APIRoute):
+    """A route whose endpoint takes the Request and returns the Response itself.
+
+    FastAPI still documents it from the route's declarations (request body, query
+    parameters, response model), but skips its per-request machinery: parameter
+    solving and response validation ran even for an endpoint with no parameters
+    (~30 us of a ~400 us request, cProfile of the hot path)."""
+
+    def get_route_handler(self):
+        return self.endpoint
+
+
+router = APIRouter(tags=["predict"], route_class=RequestInResponseOut)
 
 # A single image up to this many pixels is prepared on the event loop: it costs a few
 # milliseconds at most (measured: 28x28 PNG ~0.25 ms, 280x280 ~2.5 ms), where the thread
