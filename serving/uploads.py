@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from serving.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from serving.multipart import FilePart, canonical_boundary, parse_file_parts
 
 FILE_FIELD = "file"
 # Part types accepted as "maybe an image" (the bytes decide); anything else is refused.
@@ -70,7 +71,23 @@ async def _counted(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
 async def _read_multipart(
     request: Request, body: AsyncIterator[bytes], *, max_files: int
 ) -> list[Upload]:
-    parser = MultiPartParser(request.headers, body, max_files=max_files, max_fields=max_files)
+    raw = b"".join([chunk async for chunk in body])
+    boundary = canonical_boundary(request.headers["content-type"].encode("latin-1"))
+    parts = parse_file_parts(raw, boundary) if boundary else None
+    if parts is not None and len(parts) <= max_files:
+        return [_upload(part, index) for index, part in enumerate(parts, start=1)]
+    # Anything but the canonical shape (or too many files, whose error Starlette words):
+    # Starlette's own parser, on the same bytes.
+    return await _read_multipart_with_starlette(request, raw, max_files=max_files)
+
+
+async def _read_multipart_with_starlette(
+    request: Request, raw: bytes, *, max_files: int
+) -> list[Upload]:
+    async def body() -> AsyncIterator[bytes]:
+        yield raw
+
+    parser = MultiPartParser(request.headers, body(), max_files=max_files, max_fields=max_files)
     try:
         form = await parser.parse()
     except MultiPartException as error:
@@ -80,24 +97,34 @@ async def _read_multipart(
     try:
         uploads = []
         for name, value in form.multi_items():
-            if name != FILE_FIELD:
-                raise InvalidRequest(
-                    f"unexpected form field '{name}'; send images as '{FILE_FIELD}' parts"
-                )
             if not isinstance(value, UploadFile):
-                raise InvalidRequest(
-                    f"part '{FILE_FIELD}' must be a file upload (curl -F {FILE_FIELD}=@digit.png)"
-                )
-            part_type = (value.content_type or "").lower()
-            if part_type and not part_type.startswith(_IMAGE_PART_TYPES):
-                raise UnsupportedMediaType(
-                    f"file {len(uploads) + 1} ({value.filename!r}) has content type "
-                    f"{part_type}; send images"
-                )
-            uploads.append(Upload(data=await value.read(), filename=value.filename))
+                if name == FILE_FIELD:
+                    raise InvalidRequest(
+                        f"part '{FILE_FIELD}' must be a file upload "
+                        f"(curl -F {FILE_FIELD}=@digit.png)"
+                    )
+                _unexpected_field(name)
+            part = FilePart(name, value.filename, value.content_type, await value.read())
+            uploads.append(_upload(part, len(uploads) + 1))
         return uploads
     finally:
         await form.close()
+
+
+def _upload(part: FilePart, index: int) -> Upload:
+    """The part as an upload, after the checks both parsers' results go through."""
+    if part.name != FILE_FIELD:
+        _unexpected_field(part.name)
+    part_type = (part.content_type or "").lower()
+    if part_type and not part_type.startswith(_IMAGE_PART_TYPES):
+        raise UnsupportedMediaType(
+            f"file {index} ({part.filename!r}) has content type {part_type}; send images"
+        )
+    return Upload(data=part.data, filename=part.filename)
+
+
+def _unexpected_field(name: str) -> None:
+    raise InvalidRequest(f"unexpected form field '{name}'; send images as '{FILE_FIELD}' parts")
 
 
 async def _read_json(body: AsyncIterator[bytes], *, max_files: int) -> list[Upload]:
