@@ -431,20 +431,46 @@ NOTES = """\
   170 us of CPU instead of 343, batch 32 700 instead of 1,108); the model runs through
   the SavedModel signature (never `model.predict`), off the event loop, batched.
 - **The gateway's own CPU per 28x28 PNG request** (in-process: the ASGI app called in a
-  loop with the model call stubbed out, `time.process_time`): ~540 us -> ~320 us after
-  these changes; preprocessing alone ~225 -> ~120 us with bit-identical outputs
-  (checked on 4,624 inputs: MNIST digits in eight presentations, photos, EXIF JPEGs,
-  every accepted format): an exact replica of `np.percentile`'s linear method instead of
-  its generic path (~20 -> ~2.5 us), no median of a constant border, no `np.pad`, the
-  pixels from `tobytes()` rather than PIL's array interface (~16 us on a fresh image),
-  no `exif_transpose` copy for a PNG without EXIF/XMP, the PNG size from its IHDR
-  instead of a second `Image.open`. The predict route reads backend/settings/metrics
-  from `app.state` and validates `version`/`label` itself only when there is a query
-  string (FastAPI's per-request parameter solving cost ~30 us), and serialises its
-  response once with pydantic (the same bytes, no second validation pass); metric
-  children are cached. Still the largest shares left: preprocessing (~120 us) and
-  multipart parsing (python-multipart's pure-Python parser, ~45 us for one small part).
-  The per-request signature endpoint uses the same preprocessing, so it got faster too.
+  loop with the model call stubbed out, `time.process_time`): ~540 us -> ~320 us (on
+  the host of the first runs); preprocessing alone ~225 -> ~120 us with
+  bit-identical outputs (checked on 4,624 inputs: MNIST digits in eight presentations,
+  photos, EXIF JPEGs, every accepted format): an exact replica of `np.percentile`'s
+  linear method instead of its generic path (~20 -> ~2.5 us), no median of a constant
+  border, no `np.pad`, the pixels from `tobytes()` rather than PIL's array interface
+  (~16 us on a fresh image), no `exif_transpose` copy for a PNG without EXIF/XMP, the
+  PNG size from its IHDR instead of a second `Image.open`; later also no
+  `catch_warnings` block per call, `np.indices` cached, stroke width by `count_nonzero`
+  (1.06-1.09x more, A/B in one process; bit-identical on a 2,529-input corpus). The
+  predict route validates `version`/`label` itself only when there is a query string,
+  and its route class hands the Request straight to the endpoint, which returns the
+  Response itself: FastAPI's parameter solving and response validation ran even for an
+  endpoint without parameters (~30 us). The response is serialised once with pydantic;
+  metric children are cached.
+- **Multipart** (`serving/multipart.py`): the canonical shape browsers, curl, httpx and
+  our client send is parsed with a few `bytes.find` calls; anything else goes to
+  Starlette's parser on the same bytes (`tests/serving/test_multipart.py` compares both
+  on canonical and odd bodies). `read_uploads` for one 28x28 PNG 138 -> 25 us, for 8 PNGs
+  334 -> 67 us (A/B in one process).
+- **Garbage collection** (`serving/heap.py`): TensorFlow leaves ~300,000 long-lived
+  objects, and a full collection walked them all in ~150-175 ms with the event loop
+  stopped whenever one ran under load: spikes in the p99. Everything alive after start-up
+  or a model load is frozen out of collection (`gc.freeze`).
+- **Uneven workers.** uvicorn's workers share one listening socket, and the first to
+  wake accepts a burst of connections: wrk's 32 keep-alive connections split 25/7 or
+  22/10 as often as 16/16 (counted with `ss`). With 2 workers at c=32 the p99 was
+  ~86 ms for the uneven splits and ~56 ms for an even one. Not changed: balancing needs
+  a socket per worker (SO_REUSEPORT), which uvicorn's supervisor does not offer.
+- **The model's cost depends on the host.** The same convnet through the same signature
+  cost ~22 us of CPU per image at batch 32 on the host of the first runs (2026-11-24
+  before 19:00; its CPU flags were not recorded) and ~125-350 us per image at batch 16
+  on a later one (AMD EPYC with AVX2 and no AVX-512; a batch-1 call ~170 us against
+  ~900 us), while the HTTP side slowed only ~2.7x: the vector instructions oneDNN can
+  use are the likely difference, not verified. On the later host the model alone costs
+  30-75% of what a whole trivial upload request costs (~450 us of server CPU, measured
+  per worker under wrk), so the gateway's share of
+  the trivial route is bounded well below 50% there whatever the gateway itself does.
+  Under saturation batches average ~5 images (counted per model call): the event loop,
+  busy preparing requests, feeds the model about as fast as it computes.
 - **Dynamic batching** (`serving/batching.py`) sends at once when no batch is running,
   so a lone request waits for nothing; under load, requests that queue behind a running
   batch go together when it returns. A fixed wait (the textbook policy) costs a lone
@@ -530,13 +556,16 @@ def markdown(rows, floor, policies, started, finished, load_before, load_after, 
 
 
 def cpu_model() -> str:
+    """Model name and widest vector instructions: the model's compute cost varied ~10x
+    between two hosts of this machine type, and they may be why (NOTES)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+        return platform.processor() or "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    vectors = next((isa for isa in ("avx512f", "avx2", "avx") if isa in flags), "no AVX")
+    return f"{model}, {vectors.upper()}"
 
 
 def load_average() -> str:
