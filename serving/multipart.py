@@ -34,7 +34,7 @@ _HEADER_LINE = re.compile(rb"(?P<name>[!#$%&'*+.^_`|~0-9A-Za-z-]+): *(?P<value>[
 _FILE_DISPOSITION = re.compile(
     rb'form-data; name="(?P<name>[^"\\;\r\n]*)"; filename="(?P<filename>[^"\\;\r\n]*)"'
 )
-# python-multipart's limits per part: 8 headers, each line at most 4,224 bytes.
+# Within python-multipart's limits per part (8 headers, lines of at most 4,224 bytes).
 _MAX_HEADERS = 8
 _MAX_HEADER_LINE = 4096
 
@@ -49,7 +49,8 @@ class FilePart:
 
 def canonical_boundary(content_type: bytes) -> bytes | None:
     """The boundary of a plain `multipart/form-data; boundary=...` header, else None."""
-    match = _CONTENT_TYPE.fullmatch(content_type.strip())
+    # Only spaces and tabs, as python-multipart strips parameters: not every whitespace.
+    match = _CONTENT_TYPE.fullmatch(content_type.strip(b" \t"))
     return match["boundary"] if match else None
 
 

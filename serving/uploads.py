@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -71,23 +71,37 @@ async def _counted(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
 async def _read_multipart(
     request: Request, body: AsyncIterator[bytes], *, max_files: int
 ) -> list[Upload]:
-    raw = b"".join([chunk async for chunk in body])
+    chunks: list[bytes] = []
+    try:
+        async for chunk in body:
+            chunks.append(chunk)
+    except PayloadTooLarge as too_large:
+        # Starlette's parser used to read the body as it arrived, so a malformed start (or
+        # too many files) was reported before the size: replay what came, then the error.
+        await _read_multipart_with_starlette(request, _replay(chunks, too_large), max_files)
+        raise
     boundary = canonical_boundary(request.headers["content-type"].encode("latin-1"))
-    parts = parse_file_parts(raw, boundary) if boundary else None
+    parts = parse_file_parts(b"".join(chunks), boundary) if boundary else None
     if parts is not None and len(parts) <= max_files:
         return [_upload(part, index) for index, part in enumerate(parts, start=1)]
     # Anything but the canonical shape (or too many files, whose error Starlette words):
-    # Starlette's own parser, on the same bytes.
-    return await _read_multipart_with_starlette(request, raw, max_files=max_files)
+    # Starlette's own parser, on the same chunks.
+    return await _read_multipart_with_starlette(request, _replay(chunks), max_files)
+
+
+async def _replay(
+    chunks: list[bytes], error: Exception | None = None
+) -> AsyncGenerator[bytes, None]:
+    for chunk in chunks:
+        yield chunk
+    if error is not None:
+        raise error
 
 
 async def _read_multipart_with_starlette(
-    request: Request, raw: bytes, *, max_files: int
+    request: Request, body: AsyncGenerator[bytes, None], max_files: int
 ) -> list[Upload]:
-    async def body() -> AsyncIterator[bytes]:
-        yield raw
-
-    parser = MultiPartParser(request.headers, body(), max_files=max_files, max_fields=max_files)
+    parser = MultiPartParser(request.headers, body, max_files=max_files, max_fields=max_files)
     try:
         form = await parser.parse()
     except MultiPartException as error:

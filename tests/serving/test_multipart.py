@@ -33,10 +33,10 @@ def request_for(body: bytes, content_type: str) -> Request:
     return Request({"type": "http", "method": "POST", "headers": headers}, receive)
 
 
-async def outcome(body: bytes, content_type: str):
+async def outcome(body: bytes, content_type: str, max_bytes: int = MAX_BYTES):
     try:
         uploads = await read_uploads(
-            request_for(body, content_type), max_bytes=MAX_BYTES, max_files=MAX_FILES
+            request_for(body, content_type), max_bytes=max_bytes, max_files=MAX_FILES
         )
     except GatewayError as error:
         return type(error).__name__, error.status_code, error.message
@@ -134,6 +134,8 @@ async def test_other_bodies_are_left_to_starlette(body):
         f"multipart/form-data;boundary={BOUNDARY}",
         f"Multipart/Form-Data; Boundary={BOUNDARY}",
         f"multipart/form-data; boundary={BOUNDARY}; charset=latin-1",
+        f"multipart/form-data; boundary={BOUNDARY} ",
+        f"multipart/form-data; boundary={BOUNDARY}\x0b",
         "multipart/form-data; boundary=other",
         "multipart/form-data",
     ],
@@ -188,3 +190,28 @@ async def test_what_real_clients_send_takes_the_fast_path(body, content_type):
     assert parts is not None
     assert [p.name for p in parts] == ["file"] * len(parts)
     await assert_read_as_starlette_reads_it(body, content_type)
+
+
+async def test_a_malformed_start_is_reported_before_the_size_limit():
+    # As when Starlette's parser read the body as it arrived: what is wrong in the bytes
+    # received before the limit is the error, not the size.
+    big = b"x" * 5000
+    malformed = b"--not-the-boundary\r\n" + big
+    too_many_files = body_of(*[part()] * (MAX_FILES + 1), part(big))
+    canonical = body_of(part(big))
+
+    assert await outcome(malformed, CONTENT_TYPE, max_bytes=4000) == (
+        "InvalidRequest",
+        422,
+        "malformed multipart body: Invalid multipart data.",
+    )
+    assert await outcome(too_many_files, CONTENT_TYPE, max_bytes=4000) == (
+        "PayloadTooLarge",
+        413,
+        f"too many files in one request (limit {MAX_FILES})",
+    )
+    assert await outcome(canonical, CONTENT_TYPE, max_bytes=4000) == (
+        "PayloadTooLarge",
+        413,
+        "request body exceeds 4,000 bytes",
+    )
