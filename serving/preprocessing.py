@@ -313,7 +313,7 @@ def ink_map(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
     scale = max(peak, MIN_INK_CONTRAST / 2)
     if scale != 1.0:
         ink /= scale
-    np.clip(ink, 0.0, 1.0, out=ink)
+    ink.clip(0.0, 1.0, out=ink)  # np.clip's own wrapper costs more than the clipping
     if even_border and not shaded:
         # Without shading each ink pixel is the same function of its gray value: an
         # even border of gray stays an even border of ink, which has no spread.
@@ -380,11 +380,17 @@ def _box_sum3(pixels: np.ndarray) -> np.ndarray:
     row-major order of the neighbours."""
     height, width = pixels.shape
     if pixels.dtype == np.float32 and 1 < height * width <= SMALL_IMAGE_PIXELS:
-        # The nine neighbours gathered in that order, then added along the first axis.
-        # That is not the fast axis in memory (the pixels are, when there is more than
-        # one), so numpy adds the nine one after another instead of pairwise (np.sum's
-        # documented rule): the additions _box_sum3_by_shifts makes.
-        return np.add.reduce(pixels.take(_neighbour_indices(height, width)), axis=0)
+        padded = pixels.take(_edge_padded_indices(height, width))
+        # [dy, dx, y, x] -> padded[y + dy, x + dx]: the neighbourhoods, as a view.
+        row, col = padded.strides
+        windows = np.ndarray((3, 3, height, width), padded.dtype, padded, 0, (row, col) * 2)
+        # The nine neighbours in row-major order, copied to [9, height, width] in C order
+        # and added along the first axis. That is not the fast axis in memory (the
+        # pixels are, when there is more than one), so numpy adds the nine one after
+        # another instead of pairwise (np.sum's documented rule): the additions that
+        # _box_sum3_by_shifts makes.
+        nine = np.ascontiguousarray(windows.reshape(9, height, width))
+        return np.add.reduce(nine, axis=0)
     return _box_sum3_by_shifts(pixels)
 
 
@@ -400,13 +406,9 @@ def _box_sum3_by_shifts(pixels: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _neighbour_indices(height: int, width: int) -> np.ndarray:
-    """[9, height, width]: the flat index of each pixel's neighbour (dy, dx) at 3 * dy + dx,
-    clamped at the edges as edge replication does."""
-    padded = _pad1(np.arange(height * width).reshape(height, width))
-    indices = np.stack(
-        [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
-    )
+def _edge_padded_indices(height: int, width: int) -> np.ndarray:
+    """Flat indices that take _pad1(pixels) from pixels in one call."""
+    indices = _pad1(np.arange(height * width).reshape(height, width))
     indices.flags.writeable = False
     return indices
 
