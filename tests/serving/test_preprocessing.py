@@ -292,7 +292,19 @@ def _random_images(shapes, seed=0):
         yield rng.random(shape, dtype=np.float32) ** 4  # any float32, tiny values too
 
 
-SMALL_SHAPES = [(1, 1), (1, 2), (2, 1), (1, 7), (9, 1), (2, 2), (3, 5), (28, 28), (20, 13), (64, 64), (40, 90)]
+SMALL_SHAPES = [
+    (1, 1),
+    (1, 2),
+    (2, 1),
+    (1, 7),
+    (9, 1),
+    (2, 2),
+    (3, 5),
+    (28, 28),
+    (20, 13),
+    (64, 64),
+    (40, 90),
+]
 
 
 def test_a_png_is_opened_by_the_png_plugin_alone_as_probing_would():
