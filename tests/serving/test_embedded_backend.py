@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from contract import INPUT_SHAPE
+from contract import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
 from serving.backends.embedded import EmbeddedBackend
 from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
 from tests.serving.gateway_setup import publish_version
@@ -214,6 +214,50 @@ async def test_it_keeps_serving_when_the_only_version_is_replaced_by_a_broken_on
         (broken / "saved_model.pb").write_bytes(b"garbage")
         await backend.refresh()
         assert await backend.ready()
+        assert (await backend.predict(digits)).model_version == "1"
+    finally:
+        await backend.close()
+
+
+async def test_answers_what_the_exported_signature_computes(model_base_copy, digits):
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(model_base_copy / "mnist" / "1")).signatures[SIGNATURE_NAME]
+    expected = signature(**{INPUT_KEY: tf.constant(digits)})[OUTPUT_KEY].numpy()
+    backend = make_backend(model_base_copy)
+    await backend.start()
+    try:
+        answer = await backend.predict(digits)
+        np.testing.assert_allclose(answer.probabilities, expected, rtol=1e-5, atol=1e-6)
+    finally:
+        await backend.close()
+
+
+def _export_module(path, input_name: str) -> None:
+    import tensorflow as tf
+
+    class FirstTenPixels(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32)])
+        def serve(self, images):
+            return {OUTPUT_KEY: tf.reshape(images, [-1, 784])[:, :10]}
+
+    module = FirstTenPixels()
+    serve = module.serve.get_concrete_function()
+    wrapped = tf.function(lambda **inputs: serve(inputs[input_name]))
+    signature = wrapped.get_concrete_function(
+        **{input_name: tf.TensorSpec([None, *INPUT_SHAPE], tf.float32)}
+    )
+    tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: signature})
+
+
+async def test_a_version_whose_signature_breaks_the_contract_is_not_served(
+    model_base_copy, digits, caplog
+):
+    _export_module(model_base_copy / "mnist" / "5", input_name="pixels")
+    backend = make_backend(model_base_copy)
+    await backend.start()
+    try:
+        assert "signature input is ['pixels'], not 'image'" in caplog.text
         assert (await backend.predict(digits)).model_version == "1"
     finally:
         await backend.close()
