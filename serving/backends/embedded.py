@@ -7,8 +7,8 @@ up completely before the served reference is swapped, so requests in flight fini
 the old model and readiness never drops. The model is called through its
 `serving_default` SignatureDef in a worker thread, so the event loop keeps serving while
 TensorFlow computes: run by a TensorFlow session, as TF Serving runs it, because the
-eager call of the same signature costs twice the CPU at batch 1 (~0.93 ms against
-~0.46 ms, A/B in one process; ~110 ms for Keras `predict`).
+eager call of the same signature costs 2-3x the CPU at batch 1 (~0.93 ms against
+~0.3-0.4 ms; ~110 ms for Keras `predict`).
 """
 
 import asyncio
@@ -76,9 +76,11 @@ def load_version(version: int, path: Path, *, intra_op_threads: int = 0) -> Load
     v1 = tf.compat.v1
     config = v1.ConfigProto(
         intra_op_parallelism_threads=max(intra_op_threads, 0),
-        # One op at a time: the graph is a chain, so a second thread overlaps little and
-        # handing ops over costs CPU (~1.2x for a batch-1 call, three runs each).
-        inter_op_parallelism_threads=1,
+        # Negative: every op runs in the calling thread (config.proto). The graph is a
+        # chain, so an inter-op pool overlaps nothing and only hands ops between threads:
+        # a batch-1 call ~0.29-0.40 ms of CPU here instead of ~0.57-0.66 with one pool
+        # thread (two runs each).
+        inter_op_parallelism_threads=-1,
     )
     session = v1.Session(graph=tf.Graph(), config=config)
     try:
