@@ -30,6 +30,7 @@ def _create_model_backend(settings: Settings) -> Backend:
             keep_versions=settings.model_keep_versions,
             timeout_seconds=settings.backend_timeout_seconds,
             intra_op_threads=settings.model_intra_op_threads,
+            inline_max_rows=settings.model_inline_max_rows,
         )
     if settings.backend == "grpc":
         from serving.backends.grpc import GrpcBackend

@@ -261,3 +261,35 @@ async def test_a_version_whose_signature_breaks_the_contract_is_not_served(
         assert (await backend.predict(digits)).model_version == "1"
     finally:
         await backend.close()
+
+
+async def _loop_turns_while(call) -> int:
+    task = asyncio.create_task(call)
+    turns = 0
+    while not task.done():
+        turns += 1
+        await asyncio.sleep(0)
+    await task
+    return turns
+
+
+async def test_small_batches_are_computed_on_the_loop_and_large_ones_in_a_thread(
+    model_base_copy, digits
+):
+    inline = make_backend(model_base_copy, inline_max_rows=8)
+    threaded = make_backend(model_base_copy)
+    await inline.start()
+    await threaded.start()
+    try:
+        # Inline, the call finishes in the task's first step: the loop gets no turn.
+        assert await _loop_turns_while(inline.predict(digits)) == 1
+        large = np.zeros((4096, *INPUT_SHAPE), np.float32)
+        assert await _loop_turns_while(inline.predict(large)) > 10
+        np.testing.assert_allclose(
+            (await inline.predict(digits)).probabilities,
+            (await threaded.predict(digits)).probabilities,
+            rtol=1e-6,
+        )
+    finally:
+        await inline.close()
+        await threaded.close()
