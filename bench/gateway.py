@@ -429,7 +429,7 @@ NOTES = """\
   output; a noisy 640x480 photo's preprocessing 13.7 -> 8.3 ms); TensorFlow runs one
   thread per op in each worker (`GATEWAY_MODEL_INTRA_OP_THREADS=1`: a batch-1 call
   170 us of CPU instead of 343, batch 32 700 instead of 1,108); the model runs through
-  the SavedModel signature (never `model.predict`), off the event loop, batched.
+  the SavedModel signature (never `model.predict`), batched.
 - **The gateway's own CPU per 28x28 PNG request** (in-process: the ASGI app called in a
   loop with the model call stubbed out, `time.process_time`): ~540 us -> ~320 us (on
   the host of the first runs); preprocessing alone ~225 -> ~120 us with
@@ -471,6 +471,26 @@ NOTES = """\
   the trivial route is bounded well below 50% there whatever the gateway itself does.
   Under saturation batches average ~5 images (counted per model call): the event loop,
   busy preparing requests, feeds the model about as fast as it computes.
+- **The model call** (`serving/backends/embedded.py`, 2026-12-01): the embedded backend
+  runs the `serving_default` SignatureDef in a `tf.compat.v1.Session` callable, as TF
+  Serving runs it, instead of calling the loaded signature eagerly, with every op in the
+  calling thread (`inter_op_parallelism_threads=-1`). CPU per call, A/B in one process:
+  batch 1 ~930 -> ~460 us (session with an inter-op thread) -> ~290-400 us (ops in the
+  caller), batch 8 ~1,160 -> ~850 -> ~575-820 us, batch 32 ~2,460 -> ~2,170 -> ~1,640-1,860
+  us; the same probabilities (tested). Batches of up to 16 images
+  (`GATEWAY_MODEL_INLINE_MAX_ROWS`) are then computed on the event loop instead of a
+  worker thread: the hand-off to the thread and back cost a loaded worker more than the
+  batch (2 workers, one 28x28 PNG, c=32: ~1,660 -> ~2,110 req/s; c=1 p50 2.1 -> 1.7 ms).
+  For the same reason uploads of up to 300x300 pixels in all, a batch of small images
+  included, are prepared on the loop (batch of 8 PNGs, c=32: ~320 -> ~450 req/s).
+- **Where the CPU goes now** (`bench/hotpath.py`: the ASGI apps called in-process, one
+  28x28 PNG a request, c=32, rows in turns, medians of 5): decode + preprocess ~50% of the
+  gateway's CPU per request, the model (batched) ~25%, the framework side (routing,
+  multipart, middleware, metrics, log line, JSON) ~25% -- less than the whole trivial
+  upload route costs, because the gateway's multipart fast path is cheaper than FastAPI's
+  `UploadFile` parsing. Reaching 50% of the trivial route needs decode + preprocess cut
+  several-fold, which numpy's per-call overhead (~160 calls for a 28x28 image) does not
+  allow: the next step is a compiled small-image path.
 - **Dynamic batching** (`serving/batching.py`) sends at once when no batch is running,
   so a lone request waits for nothing; under load, requests that queue behind a running
   batch go together when it returns. A fixed wait (the textbook policy) costs a lone
