@@ -293,3 +293,26 @@ async def test_small_batches_are_computed_on_the_loop_and_large_ones_in_a_thread
     finally:
         await inline.close()
         await threaded.close()
+
+
+@pytest.mark.parametrize(("batching", "inline"), [(True, True), (False, False)])
+async def test_model_calls_run_on_the_loop_only_behind_the_batcher(
+    model_base_copy, digits, batching, inline
+):
+    from serving.backends import create_backend
+    from serving.batching import BatchingBackend
+    from serving.settings import Settings
+
+    settings = Settings(
+        model_base_path=model_base_copy / "mnist",
+        batching_enabled=batching,
+        model_poll_seconds=3600,
+    )
+    backend = create_backend(settings)
+    embedded = backend.inner if isinstance(backend, BatchingBackend) else backend
+    await embedded.start()
+    try:
+        turns = await _loop_turns_while(embedded.predict(digits[:1]))
+        assert (turns == 1) is inline
+    finally:
+        await embedded.close()
