@@ -553,10 +553,14 @@ NOTES = """\
   calling thread (`inter_op_parallelism_threads=-1`). CPU per call, A/B in one process:
   batch 1 ~930 -> ~460 us (session with an inter-op thread) -> ~290-400 us (ops in the
   caller), batch 8 ~1,160 -> ~850 -> ~575-820 us, batch 32 ~2,460 -> ~2,170 -> ~1,640-1,860
-  us; the same probabilities (tested). Batches of up to 16 images
+  us; the same probabilities (tested). With batching on, batches of up to 16 images
   (`GATEWAY_MODEL_INLINE_MAX_ROWS`) are then computed on the event loop instead of a
   worker thread: the hand-off to the thread and back cost a loaded worker more than the
   batch (2 workers, one 28x28 PNG, c=32: ~1,660 -> ~2,110 req/s; c=1 p50 2.1 -> 1.7 ms).
+  Not without the batcher: every request then made its own inline call and some
+  connections waited for seconds (1 worker, c=32: p99 515 ms against 76 ms with the
+  calls in a thread; c=64: p95 1.6 s against 0.13 s), so there every call keeps its
+  thread. Why the loop then starves some connections was not found.
   For the same reason uploads of up to 300x300 pixels in all, a batch of small images
   included, are prepared on the loop (batch of 8 PNGs, c=32: ~320 -> ~450 req/s).
 - **Where the CPU goes now** (`bench/hotpath.py`: the ASGI apps called in-process, one
@@ -567,6 +571,10 @@ NOTES = """\
   `UploadFile` parsing. Reaching 50% of the trivial route needs decode + preprocess cut
   several-fold, which numpy's per-call overhead (~160 calls for a 28x28 image) does not
   allow: the next step is a compiled small-image path.
+- **Targets in turns.** The host's speed drifts by minutes (the same gateway cell gave
+  1,496 and 2,303 req/s within the hour; the trivial route 4,829-5,956), so cells
+  measured minutes apart made the ratios a lottery. The c=32 targets are judged on rounds in which
+  the gateway, the trivial route and the signature endpoint take turns, both servers up.
 - **Dynamic batching** (`serving/batching.py`) sends at once when no batch is running,
   so a lone request waits for nothing; under load, requests that queue behind a running
   batch go together when it returns. A fixed wait (the textbook policy) costs a lone
