@@ -5,10 +5,11 @@ Serves the newest numeric version directory under the model base path (TF Servin
 task notices new (or removed) version directories; a new version is loaded and warmed
 up completely before the served reference is swapped, so requests in flight finish on
 the old model and readiness never drops. The model is called through its
-`serving_default` SignatureDef in a worker thread, so the event loop keeps serving while
-TensorFlow computes: run by a TensorFlow session, as TF Serving runs it, because the
+`serving_default` SignatureDef, run by a TensorFlow session as TF Serving runs it: the
 eager call of the same signature costs 2-3x the CPU at batch 1 (~0.93 ms against
-~0.3-0.4 ms; ~110 ms for Keras `predict`).
+~0.3-0.4 ms; ~110 ms for Keras `predict`). Calls run in a worker thread, so the event
+loop keeps serving while TensorFlow computes, except batches of up to `inline_max_rows`
+images (the batcher's, ~1 ms), which cost less computed on the loop than handed over.
 """
 
 import asyncio
