@@ -29,7 +29,9 @@ MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
-    backend = backend if backend is not None else create_backend(settings)
+    gateway_metrics = GatewayMetrics(multiprocess_dir=os.environ.get(MULTIPROC_DIR_VARIABLE))
+    if backend is None:
+        backend = create_backend(settings, observe_batch=gateway_metrics.batch_images.observe)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +51,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.backend = backend
-    app.state.metrics = GatewayMetrics(multiprocess_dir=os.environ.get(MULTIPROC_DIR_VARIABLE))
+    app.state.metrics = gateway_metrics
 
     for module in (predict, models, health, metrics, page):
         app.include_router(module.router)

@@ -21,6 +21,7 @@ import asyncio
 import copy
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,10 +49,19 @@ class _Queue:
 
 
 class BatchingBackend(Backend):
-    def __init__(self, inner: Backend, *, max_batch_size: int, max_wait_ms: float) -> None:
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        observe_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        """`observe_batch` is told the number of images of every call to `inner`."""
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
         self.inner = inner
+        self._observe_batch = observe_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self._queues: dict[ModelKey, _Queue] = {}
@@ -94,6 +104,7 @@ class BatchingBackend(Backend):
         if self._closed:
             raise BackendUnavailable("the gateway is shutting down")
         if len(images) >= self.max_batch_size:
+            self._observe(len(images))
             return await self.inner.predict(images, version=version, label=label)
         key = (version, label)
         queue = self._queues.setdefault(key, _Queue())
@@ -109,6 +120,10 @@ class BatchingBackend(Backend):
                 queue.items.remove(pending)
                 queue.rows -= len(pending.images)
             raise
+
+    def _observe(self, images: int) -> None:
+        if self._observe_batch is not None:
+            self._observe_batch(images)
 
     def _schedule(self, key: ModelKey, queue: _Queue, loop: asyncio.AbstractEventLoop) -> None:
         if queue.rows >= self.max_batch_size:
@@ -156,6 +171,7 @@ class BatchingBackend(Backend):
             if not live:
                 return
             images = live[0].images if len(live) == 1 else np.concatenate([p.images for p in live])
+            self._observe(len(images))
             try:
                 result = await self.inner.predict(images, version=version, label=label)
                 if len(result.probabilities) != len(images):

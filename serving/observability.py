@@ -34,6 +34,7 @@ _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class GatewayMetrics:
@@ -64,6 +65,12 @@ class GatewayMetrics:
             "gateway_predictions",
             "Images classified, by predicted digit and the model version that answered.",
             ["digit", "model_version"],
+            registry=self.registry,
+        )
+        self.batch_images = Histogram(
+            "gateway_batch_images",
+            "Images per model call sent by the dynamic batcher (several requests combined).",
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.model_version = Gauge(

@@ -1,19 +1,27 @@
 """Backends: where probabilities come from. `create_backend` is the one place that picks one."""
 
+from collections.abc import Callable
+
 from serving.backends.base import Backend, BatchPrediction, ModelInfo
 from serving.settings import Settings
 
 __all__ = ["Backend", "BatchPrediction", "ModelInfo", "create_backend"]
 
 
-def create_backend(settings: Settings) -> Backend:
-    """The backend named by GATEWAY_BACKEND, wrapped for dynamic batching when enabled."""
+def create_backend(
+    settings: Settings, observe_batch: Callable[[int], None] | None = None
+) -> Backend:
+    """The backend named by GATEWAY_BACKEND, wrapped for dynamic batching when enabled
+    (`observe_batch` is then told the size of every batch it sends)."""
     backend = _create_model_backend(settings)
     if settings.batching_enabled:
         from serving.batching import BatchingBackend
 
         backend = BatchingBackend(
-            backend, max_batch_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms
+            backend,
+            max_batch_size=settings.batch_max_size,
+            max_wait_ms=settings.batch_max_wait_ms,
+            observe_batch=observe_batch,
         )
     return backend
 

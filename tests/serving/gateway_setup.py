@@ -9,7 +9,9 @@ from serving.settings import Settings
 def gateway_settings(model_base: Path, **overrides) -> Settings:
     # Batching is the throughput engineer's layer, tested on its own; these tests pin
     # the plain request path.
-    return Settings(model_base_path=model_base / "mnist", batching_enabled=False, **overrides)
+    return Settings(
+        **{"model_base_path": model_base / "mnist", "batching_enabled": False} | overrides
+    )
 
 
 def publish_version(model_base: Path, source_version: int, new_version: int) -> Path:

@@ -264,3 +264,15 @@ async def test_create_backend_batches_the_embedded_backend_only_when_enabled(
     finally:
         await batched.close()
         await plain.close()
+
+
+async def test_the_size_of_every_call_to_the_model_is_reported(inner, digits):
+    observed: list[int] = []
+    batcher = BatchingBackend(inner, max_batch_size=8, max_wait_ms=5, observe_batch=observed.append)
+    requests = [digits[i : i + 1] for i in range(5)] + [digits[10:20]]  # the last bypasses
+
+    await asyncio.gather(*(batcher.predict(images) for images in requests))
+
+    assert observed == [size for size, _, _ in inner.calls]
+    assert sorted(observed)[-1] == 10
+    assert sum(observed) == 15

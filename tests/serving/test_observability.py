@@ -3,7 +3,11 @@
 import re
 
 import pytest
+from fastapi.testclient import TestClient
 from imagefiles import png
+
+from serving.app import create_app
+from tests.serving.gateway_setup import gateway_settings
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -66,3 +70,22 @@ def test_metrics_are_prometheus_text_format(client, traffic):
     response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain; version=")
     assert "# TYPE gateway_http_request_duration_seconds histogram" in response.text
+
+
+def test_metrics_count_images_per_model_call_of_the_batcher(tiny_model_base, mnist_sample):
+    files = [
+        ("file", (f"{i}.png", png(image))) for i, image in enumerate(mnist_sample["x_test"][:2])
+    ]
+    app = create_app(gateway_settings(tiny_model_base, batching_enabled=True))
+    with TestClient(app) as batching_client:
+        for _ in range(3):  # one after another: each request is a batch of its two images
+            assert batching_client.post("/v1/predict", files=files).status_code == 200
+        text = batching_client.get("/metrics").text
+    assert sample(text, "gateway_batch_images_count") == 3
+    assert sample(text, "gateway_batch_images_sum") == 6
+    assert sample(text, "gateway_batch_images_bucket", le="1.0") == 0
+    assert sample(text, "gateway_batch_images_bucket", le="2.0") == 3
+
+
+def test_without_batching_no_batch_sizes_are_reported(client, traffic):
+    assert sample(client.get("/metrics").text, "gateway_batch_images_count") == 0
