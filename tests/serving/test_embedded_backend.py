@@ -175,16 +175,22 @@ async def test_a_model_call_over_the_timeout_answers_backend_timeout(model_base_
         await backend.close()
 
 
+async def _loop_turns_while(call) -> int:
+    """How many times the event loop got a turn while `call` ran."""
+    task = asyncio.create_task(call)
+    turns = 0
+    while not task.done():
+        turns += 1
+        await asyncio.sleep(0)
+    await task
+    return turns
+
+
 async def test_the_event_loop_keeps_running_while_the_model_computes(model_base_copy):
     backend = make_backend(model_base_copy)
     await backend.start()
     try:
-        call = asyncio.create_task(backend.predict(np.zeros((4096, *INPUT_SHAPE), np.float32)))
-        turns = 0
-        while not call.done():
-            turns += 1
-            await asyncio.sleep(0)
-        await call
+        turns = await _loop_turns_while(backend.predict(np.zeros((4096, *INPUT_SHAPE), np.float32)))
         assert turns > 10  # a blocking call would have left the loop no turn at all
     finally:
         await backend.close()
@@ -261,16 +267,6 @@ async def test_a_version_whose_signature_breaks_the_contract_is_not_served(
         assert (await backend.predict(digits)).model_version == "1"
     finally:
         await backend.close()
-
-
-async def _loop_turns_while(call) -> int:
-    task = asyncio.create_task(call)
-    turns = 0
-    while not task.done():
-        turns += 1
-        await asyncio.sleep(0)
-    await task
-    return turns
 
 
 async def test_small_batches_are_computed_on_the_loop_and_large_ones_in_a_thread(
