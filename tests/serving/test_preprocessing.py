@@ -1,7 +1,6 @@
 """serving.preprocessing on its own: no model, no HTTP. Real image files from Pillow."""
 
 import io
-import itertools
 
 import numpy as np
 import pytest
@@ -282,29 +281,7 @@ def test_tightly_cropped_digits_keep_their_ink(mnist_sample):
 
 
 # --- fast paths: each must give exactly what the straightforward computation gives ------
-
-
-def _random_images(shapes, seed=0):
-    rng = np.random.default_rng(seed)
-    for shape in shapes:
-        levels = rng.integers(0, 256, shape).astype(np.float32) / 255.0
-        yield levels  # what 8-bit uploads give
-        yield rng.random(shape, dtype=np.float32) ** 4  # any float32, tiny values too
-
-
-SMALL_SHAPES = [
-    (1, 1),
-    (1, 2),
-    (2, 1),
-    (1, 7),
-    (9, 1),
-    (2, 2),
-    (3, 5),
-    (28, 28),
-    (20, 13),
-    (64, 64),
-    (40, 90),
-]
+# (the compiled pixel loops: test_preprocessing_kernels.py)
 
 
 def test_a_png_is_opened_by_the_png_plugin_alone_as_probing_would():
@@ -319,53 +296,6 @@ def test_a_png_is_opened_by_the_png_plugin_alone_as_probing_would():
         else:
             with pytest.raises((SyntaxError, IndexError, TypeError, ValueError, OSError)):
                 factory(io.BytesIO(signature), "")
-
-
-def test_small_images_gather_their_border_and_box_sums_exactly_as_large_ones_compute_them():
-    for gray in _random_images(SMALL_SHAPES):
-        assert P._border(gray).tobytes() == P._frame_of(gray).tobytes()
-        assert P._box_sum3(gray).tobytes() == P._box_sum3_by_shifts(gray).tobytes()
-
-
-def test_blur_extremes_are_those_of_the_3x3_box_mean():
-    for gray in _random_images([*SMALL_SHAPES, (100, 70)]):
-        padded = np.pad(gray, 1, mode="edge")
-        height, width = gray.shape
-        total = padded[:height, :width].copy()
-        for dy, dx in itertools.product(range(3), range(3)):
-            if dy or dx:
-                total += padded[dy : dy + height, dx : dx + width]
-        mean = total / 9.0
-        assert P._blurred_extremes(gray) == (float(mean.min()), float(mean.max()))
-
-
-def test_bounding_box_is_that_of_the_ink_above_the_floor():
-    rng = np.random.default_rng(2)
-    for shape in SMALL_SHAPES:
-        ink = rng.random(shape, dtype=np.float32) * (rng.random(shape) > 0.9)
-        rows, cols = np.nonzero(ink > 0.5)
-        if rows.size == 0:
-            with pytest.raises(NoInk):
-                P._bounding_box(ink, 0.5)
-            continue
-        expected = (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1)
-        assert P._bounding_box(ink, 0.5) == expected
-
-
-def test_centre_of_mass_placement_matches_the_np_indices_formula():
-    rng = np.random.default_rng(3)
-    for _ in range(300):
-        shape = tuple(rng.integers(1, 21, 2))
-        digit = (rng.random(shape, dtype=np.float32) ** rng.integers(1, 9)).astype(np.float32)
-        digit[0, 0] = 1.0
-        rows, cols = np.indices(digit.shape)
-        total = float(digit.sum())
-        top = round(14.0 - float((rows * digit).sum()) / total)
-        left = round(14.0 - float((cols * digit).sum()) / total)
-        top, left = min(max(top, 0), 28 - shape[0]), min(max(left, 0), 28 - shape[1])
-        expected = np.zeros((28, 28), np.float32)
-        expected[top : top + shape[0], left : left + shape[1]] = digit
-        assert P._place_by_centre_of_mass(digit).tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize("size", [3, 5, 9, 15])
