@@ -3,6 +3,7 @@ errors become HTTP responses."""
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving import preprocessing
 from serving.backends import Backend, create_backend
 from serving.errors import GatewayError
 from serving.heap import freeze_long_lived_objects
@@ -35,6 +37,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        preprocessing.warm_up()
+        logger.info("preprocessing kernels ready in %.1f s", time.perf_counter() - started)
         await backend.start()
         freeze_long_lived_objects()
         logger.info("gateway started: backend=%s ready=%s", backend.kind, await backend.ready())

@@ -7,6 +7,7 @@ import tempfile
 
 import uvicorn
 
+from serving import preprocessing
 from serving.app import MULTIPROC_DIR_VARIABLE
 from serving.nodelay import NoDelayHttpProtocol
 from serving.settings import Settings, SettingsError, load_settings
@@ -39,6 +40,10 @@ def logging_config(level: str) -> dict:
 
 def serve(settings: Settings, app: str = APP_FACTORY) -> None:
     """Run uvicorn; with several workers, metrics are shared through a multiprocess dir."""
+    if settings.workers > 1:
+        # Compiled (or found in numba's cache) once here: the workers then load it
+        # instead of each compiling the same kernels at once.
+        preprocessing.warm_up()
     own_metrics_dir = None
     if settings.workers > 1 and not os.environ.get(MULTIPROC_DIR_VARIABLE):
         # prometheus_client reads this at import in each worker: set it before they start.
