@@ -21,6 +21,7 @@ import contextlib
 import io
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,14 +97,20 @@ class ImageFacts:
         return self.format in LOSSY_FORMATS
 
 
-def decode(data: bytes, *, max_pixels: int) -> tuple[Image.Image, ImageFacts]:
+def decode(data: bytes, *, max_pixels: int) -> tuple[Image.Image | np.ndarray, ImageFacts]:
     """Decode the first frame of an image, refusing oversized or unsupported ones early.
+    A small plain grayscale PNG comes back as its gray levels already (see
+    _plain_gray_png); anything else as a Pillow image.
 
     The pixel limit is checked from the header, before any pixel data is decompressed,
     so a decompression bomb (huge dimensions in a tiny file) costs nothing.
     """
     if not data:
         raise BadImage("the upload is empty")
+    gray = _plain_gray_png(data, max_pixels)
+    if gray is not None:
+        height, width = gray.shape
+        return gray, ImageFacts(format="PNG", mode="L", width=width, height=height)
     try:
         image = _open(data)
     except Image.DecompressionBombError as error:
@@ -139,6 +146,61 @@ def decode(data: bytes, *, max_pixels: int) -> tuple[Image.Image, ImageFacts]:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IHDR = _PNG_SIGNATURE + b"\x00\x00\x00\rIHDR"
+# Ancillary chunks that change none of the pixel values Pillow returns and say nothing
+# about orientation (unlike eXIf, or XMP in iTXt).
+_PNG_HARMLESS_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tIME", b"tEXt"})
+PLAIN_PNG_MAX_PIXELS = 512 * 512
+
+
+def _plain_gray_png(data: bytes, max_pixels: int) -> np.ndarray | None:
+    """The gray levels of a small plain PNG: 8-bit grayscale, not interlaced, every CRC
+    right, nothing but harmless chunks, the zlib stream exactly one image long (how MNIST
+    digits are saved). Decoded here in a few microseconds against Pillow's ~25, to the
+    same values (tested); None for anything else, which Pillow then decodes and judges."""
+    if not data.startswith(_PNG_IHDR) or len(data) < 33:
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[24:29] != b"\x08\x00\x00\x00\x00":  # depth 8, gray, deflate, filters, no interlace
+        return None
+    if not 0 < width * height <= min(PLAIN_PNG_MAX_PIXELS, max_pixels):
+        return None
+    idat = []
+    offset = 8
+    kinds_seen = []
+    while offset + 12 <= len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        end = offset + 8 + length
+        if end + 4 > len(data):
+            return None
+        if zlib.crc32(data[offset + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            return None
+        kind = data[offset + 4 : offset + 8]
+        if kind == b"IDAT":
+            if kinds_seen[-1] != b"IDAT" and b"IDAT" in kinds_seen:
+                return None  # image data split by other chunks
+            idat.append(data[offset + 8 : end])
+        elif kind == b"IEND":
+            if end + 4 != len(data) or not idat:
+                return None
+            return _inflate_gray(b"".join(idat), height, width)
+        elif kind not in _PNG_HARMLESS_CHUNKS and kinds_seen:  # the first is IHDR
+            return None
+        kinds_seen.append(kind)
+        offset = end + 4
+    return None
+
+
+def _inflate_gray(stream: bytes, height: int, width: int) -> np.ndarray | None:
+    expected = height * (width + 1)  # a filter-type byte before each row
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(stream, expected)
+    except zlib.error:
+        return None
+    if len(raw) != expected or not inflater.eof or inflater.unconsumed_tail:
+        return None
+    return kernels.unfiltered_gray(np.frombuffer(raw, np.uint8), height, width)
 
 
 def _open(data: bytes) -> Image.Image:
@@ -169,9 +231,6 @@ def _shrink(image: Image.Image) -> Image.Image:
     return image.reduce(math.ceil(longest / MAX_WORKING_SIDE))
 
 
-_PNG_IHDR = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
-
-
 def pixel_count(data: bytes) -> int:
     """Width x height from the header alone (0 when unreadable: decode() will say why)."""
     if data[:16] == _PNG_IHDR and len(data) >= 24:
@@ -184,8 +243,11 @@ def pixel_count(data: bytes) -> int:
     return width * height
 
 
-def to_grayscale(image: Image.Image) -> np.ndarray:
-    """EXIF orientation applied, alpha composited on white, as float32 luminance in [0, 1]."""
+def to_grayscale(image: Image.Image | np.ndarray) -> np.ndarray:
+    """EXIF orientation applied, alpha composited on white, as float32 luminance in [0, 1]
+    (what decode gave as an array already is)."""
+    if isinstance(image, np.ndarray):
+        return image
     image = _shrink(image)
     if not _png_without_orientation(image):
         # A malformed EXIF block must not reject an otherwise good image.
@@ -367,9 +429,11 @@ def mnist_like(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels for every array layout the
     pipeline hands them, so that no request waits for a compiler."""
-    mnist = np.zeros((28, 28), np.float32)
-    mnist[4:24, 12:15] = 1.0  # a "1" already 20 pixels tall: views of the ink
-    mnist_like(mnist)
+    mnist = np.zeros((28, 28), np.uint8)
+    mnist[4:24, 12:15] = 255  # a "1" already 20 pixels tall: views of the ink
+    png = io.BytesIO()
+    Image.fromarray(mnist).save(png, format="PNG")
+    prepare(*decode(png.getvalue(), max_pixels=mnist.size))  # a plain PNG, unfiltered here
     page = np.ones((96, 96), np.float32)
     page[20:76, 46:50] = 0.0  # resized into the box
     mnist_like(page)
@@ -379,7 +443,7 @@ def warm_up() -> None:
     mnist_like(hairline)
 
 
-def prepare(image: Image.Image, facts: ImageFacts) -> np.ndarray:
+def prepare(image: Image.Image | np.ndarray, facts: ImageFacts) -> np.ndarray:
     """A decoded image -> the model's float32 [28, 28, 1] input in [0, 1]."""
     return mnist_like(to_grayscale(image), lossy=facts.lossy)
 
