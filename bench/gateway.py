@@ -567,13 +567,16 @@ NOTES = """\
   For the same reason uploads of up to 300x300 pixels in all, a batch of small images
   included, are prepared on the loop (batch of 8 PNGs, c=32: ~320 -> ~450 req/s).
 - **Where the CPU goes now** (`bench/hotpath.py`: the ASGI apps called in-process, one
-  28x28 PNG a request, c=32, rows in turns, medians of 5): decode + preprocess ~50% of the
-  gateway's CPU per request, the model (batched) ~25%, the framework side (routing,
-  multipart, middleware, metrics, log line, JSON) ~25% -- less than the whole trivial
-  upload route costs, because the gateway's multipart fast path is cheaper than FastAPI's
-  `UploadFile` parsing. Reaching 50% of the trivial route needs decode + preprocess cut
-  several-fold, which numpy's per-call overhead (~160 calls for a 28x28 image) does not
-  allow: the next step is a compiled small-image path.
+  28x28 PNG a request, c=32, rows in turns, medians of 5). Before the compiled kernels:
+  decode + preprocess ~46% of the gateway's CPU per request (~199 of 432 us), 3.2x the
+  whole trivial route. numpy's per-call overhead (~150 calls for a 28x28 image) was the
+  cost, so the pixel loops became numba kernels (`serving/preprocessing_kernels.py`, bit
+  for bit the numpy results) and a small plain grayscale PNG is unfiltered by a kernel
+  instead of Pillow: in a tight loop decode + preprocess 99 -> 31 us (decode 18 -> 8,
+  the rest 82 -> 21), in the request mix ~199 -> ~69 us; the gateway 432 -> 290 us a
+  request, 2.2x the trivial route (131 us). py-spy under wrk (before the PNG path) put
+  uvicorn/httptools at ~24% of a worker's samples, Pillow's decode ~10%, the TensorFlow
+  session ~6%, preprocessing ~5%, metrics ~5%, the log line ~3%.
 - **Targets in turns.** The host's speed drifts by minutes (the same gateway cell gave
   1,496 and 2,303 req/s within the hour; the trivial route 4,829-5,956), so cells
   measured minutes apart made the ratios a lottery. The c=32 targets are judged on rounds in which
