@@ -148,8 +148,8 @@ def decode(data: bytes, *, max_pixels: int) -> tuple[Image.Image | np.ndarray, I
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IHDR = _PNG_SIGNATURE + b"\x00\x00\x00\rIHDR"
 # Ancillary chunks that change none of the pixel values Pillow returns and say nothing
-# about orientation (unlike eXIf, or XMP in iTXt).
-_PNG_HARMLESS_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tIME", b"tEXt"})
+# about orientation (unlike eXIf, or XMP in a text chunk).
+_PNG_HARMLESS_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tIME"})
 PLAIN_PNG_MAX_PIXELS = 512 * 512
 
 

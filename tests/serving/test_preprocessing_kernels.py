@@ -287,6 +287,7 @@ def test_any_other_png_is_left_to_pillow_and_judged_as_before(mnist_sample, monk
         "a filter type over 4": _gray_png(digit, [5] * 28),
         "transparency": _gray_png(digit, extra=_chunk(b"tRNS", b"\x00\x00")),
         "EXIF": _gray_png(digit, extra=_chunk(b"eXIf", b"MM\x00*\x00\x00\x00\x08\x00\x00")),
+        "XMP in a text chunk": _gray_png(digit, extra=_chunk(b"tEXt", b"XML:com.adobe.xmp\0<x/>")),
         "16-bit": encode(Image.fromarray(digit.astype(np.uint16) * 200)),
         "RGB": encode(Image.fromarray(np.stack([digit] * 3, -1))),
         "too many pixels for the plain path": _gray_png(np.eye(600, dtype=np.uint8) * 255),
@@ -294,6 +295,8 @@ def test_any_other_png_is_left_to_pillow_and_judged_as_before(mnist_sample, monk
     interlaced = bytearray(_gray_png(digit))
     interlaced[28] = 1  # the IHDR's interlace byte (its CRC now wrong too)
     others["interlace flag"] = bytes(interlaced)
+    for name, data in others.items():
+        assert P._plain_gray_png(data, 40_000_000) is None, name
     outcomes = {name: _outcome_of_decoding(data) for name, data in others.items()}
     monkeypatch.setattr(P, "_plain_gray_png", lambda data, max_pixels: None)
     for name, data in others.items():
