@@ -38,6 +38,8 @@ def unfiltered_gray(raw, height, width):
     """An 8-bit grayscale PNG's rows, each a filter-type byte and `width` filtered bytes
     (raw is exactly height * (width + 1) long), unfiltered (PNG spec section 9) and scaled
     to float32 in [0, 1] as pixels.astype(float32) / 255.0; None for an unknown filter."""
+    if raw.size != height * (width + 1):  # compiled code checks no bounds: we do
+        return None
     gray = np.empty((height, width), F32)
     previous = np.zeros(width, np.int64)  # the row above the first is zeros
     current = np.empty(width, np.int64)
@@ -366,6 +368,8 @@ def place_by_centre_of_mass(digit, size, centre):
     zeros, its centre of mass (float32 total, float64 moments, numpy's sums) rounded half
     to even onto `centre`, the whole box kept inside; None for a digit without ink."""
     height, width = digit.shape
+    if height > size or width > size:  # compiled code checks no bounds: we do
+        raise ValueError("the digit is larger than the frame")
     peak = F32(-np.inf)
     for y in range(height):
         for x in range(width):

@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from imagefiles import encode, small_off_centre, transparent_canvas
 from numpy_preprocessing import mnist_like as numpy_mnist_like
 from PIL import Image, ImageDraw
@@ -117,6 +118,9 @@ def test_centre_of_mass_placement_matches_the_np_indices_formula():
         expected[top : top + shape[0], left : left + shape[1]] = digit
         assert K.place_by_centre_of_mass(drawn, 28, 14.0).tobytes() == expected.tobytes()
     assert K.place_by_centre_of_mass(np.zeros((3, 3), np.float32), 28, 14.0) is None
+    with pytest.raises(ValueError, match="larger than the frame"):
+        K.place_by_centre_of_mass(np.ones((29, 3), np.float32), 28, 14.0)
+    assert K.unfiltered_gray(np.zeros(10, np.uint8), 3, 3) is None  # not 3 * (3 + 1) bytes
 
 
 # --- the whole pipeline against the numpy one ---------------------------------------------
