@@ -167,7 +167,7 @@ def _plain_gray_png(data: bytes, max_pixels: int) -> np.ndarray | None:
         return None
     idat = []
     offset = 8
-    kinds_seen = []
+    previous_kind = None
     while offset + 12 <= len(data):
         length = int.from_bytes(data[offset : offset + 4], "big")
         end = offset + 8 + length
@@ -177,16 +177,16 @@ def _plain_gray_png(data: bytes, max_pixels: int) -> np.ndarray | None:
             return None
         kind = data[offset + 4 : offset + 8]
         if kind == b"IDAT":
-            if kinds_seen[-1] != b"IDAT" and b"IDAT" in kinds_seen:
+            if idat and previous_kind != b"IDAT":
                 return None  # image data split by other chunks
             idat.append(data[offset + 8 : end])
         elif kind == b"IEND":
             if end + 4 != len(data) or not idat:
                 return None
             return _inflate_gray(b"".join(idat), height, width)
-        elif kind not in _PNG_HARMLESS_CHUNKS and kinds_seen:  # the first is IHDR
+        elif kind not in _PNG_HARMLESS_CHUNKS and previous_kind is not None:  # not IHDR
             return None
-        kinds_seen.append(kind)
+        previous_kind = kind
         offset = end + 4
     return None
 

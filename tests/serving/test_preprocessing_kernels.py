@@ -271,6 +271,12 @@ def test_plain_gray_pngs_decode_to_pillows_gray_levels_with_every_filter():
     assert isinstance(decode(mnist_png, max_pixels=784)[0], np.ndarray)  # as Pillow saves it
 
 
+def _split_idat(data: bytes) -> bytes:
+    """The PNG with a gAMA chunk between its first two IDAT chunks."""
+    second = data.index(b"IDAT", data.index(b"IDAT") + 4) - 4
+    return data[:second] + _chunk(b"gAMA", (45455).to_bytes(4, "big")) + data[second:]
+
+
 def _outcome_of_decoding(data: bytes, max_pixels: int = 40_000_000):
     try:
         image, facts = decode(data, max_pixels=max_pixels)
@@ -288,6 +294,7 @@ def test_any_other_png_is_left_to_pillow_and_judged_as_before(mnist_sample, monk
         "bad CRC": bytes(broken_crc),
         "truncated": plain[:-20],
         "trailing bytes": plain + b"junk",
+        "image data split by another chunk": _split_idat(_gray_png(digit, idat_parts=2)),
         "a filter type over 4": _gray_png(digit, [5] * 28),
         "transparency": _gray_png(digit, extra=_chunk(b"tRNS", b"\x00\x00")),
         "EXIF": _gray_png(digit, extra=_chunk(b"eXIf", b"MM\x00*\x00\x00\x00\x08\x00\x00")),
