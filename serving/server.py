@@ -1,5 +1,7 @@
-"""The launcher: validated settings in, uvicorn running the gateway out."""
+"""The launcher: validated settings in, uvicorn running the gateway out (several
+workers under `serving.supervisor`)."""
 
+import logging.config
 import os
 import shutil
 import sys
@@ -11,6 +13,7 @@ from serving import preprocessing
 from serving.app import MULTIPROC_DIR_VARIABLE
 from serving.nodelay import NoDelayHttpProtocol
 from serving.settings import Settings, SettingsError, load_settings
+from serving.supervisor import Supervisor, worker_command
 
 APP_FACTORY = "serving.app:app_from_env"
 
@@ -38,31 +41,39 @@ def logging_config(level: str) -> dict:
     }
 
 
-def serve(settings: Settings, app: str = APP_FACTORY) -> None:
-    """Run uvicorn; with several workers, metrics are shared through a multiprocess dir."""
-    if settings.workers > 1:
-        # Compiled (or found in numba's cache) once here: the workers then load it
-        # instead of each compiling the same kernels at once.
-        preprocessing.warm_up()
+def uvicorn_options(event_loop: str, log_level: str) -> dict:
+    """How uvicorn runs the app factory, alone or as one of several workers."""
+    return {
+        "factory": True,
+        # Not stock "httptools": on a socket uvicorn did not bind itself, Nagle stays on
+        # (see serving.nodelay).
+        "http": NoDelayHttpProtocol,
+        "loop": event_loop,
+        "log_level": log_level,
+        "log_config": logging_config(log_level),
+        "access_log": False,
+    }
+
+
+def serve(settings: Settings, app: str = APP_FACTORY) -> int:
+    """Run the gateway until a signal stops it; the exit status. Several workers share
+    their metrics through a multiprocess dir."""
+    options = uvicorn_options(settings.event_loop, settings.log_level)
+    if settings.workers == 1:
+        uvicorn.run(app, host=settings.host, port=settings.port, **options)
+        return 0
+    logging.config.dictConfig(options["log_config"])
+    # Compiled (or found in numba's cache) once here: the workers then load it instead of
+    # each compiling the same kernels at once.
+    preprocessing.warm_up()
     own_metrics_dir = None
-    if settings.workers > 1 and not os.environ.get(MULTIPROC_DIR_VARIABLE):
+    if not os.environ.get(MULTIPROC_DIR_VARIABLE):
         # prometheus_client reads this at import in each worker: set it before they start.
         own_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ[MULTIPROC_DIR_VARIABLE] = own_metrics_dir
     try:
-        uvicorn.run(
-            app,
-            factory=True,
-            # Not stock "httptools": with workers > 1 it leaves Nagle on (see serving.nodelay).
-            http=NoDelayHttpProtocol,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            loop=settings.event_loop,
-            log_level=settings.log_level,
-            log_config=logging_config(settings.log_level),
-            access_log=False,
-        )
+        command = worker_command(app, settings.event_loop, settings.log_level)
+        return Supervisor(settings.host, settings.port, settings.workers, command).run()
     finally:
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
@@ -74,5 +85,4 @@ def main() -> int:
     except SettingsError as error:
         print(f"mnist-gateway: {error}", file=sys.stderr)
         return 2
-    serve(settings)
-    return 0
+    return serve(settings)
