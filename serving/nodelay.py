@@ -1,11 +1,13 @@
 """uvicorn's HTTP protocol with TCP_NODELAY on every accepted connection.
 
-With several workers uvicorn binds the listening socket itself, with `proto` 0; accepted
-sockets inherit it, and asyncio's event loop enables TCP_NODELAY only on sockets whose
-`proto` is IPPROTO_TCP (uvicorn issue #3149). Nagle's algorithm then holds each response's
-body until the client ACKs its headers, and the client delays that ACK: ~40 ms added to
-every keep-alive request. Setting the option when a connection is made fixes it whatever
-the event loop (uvloop sets it itself) and however the socket was bound.
+asyncio's event loop enables TCP_NODELAY only on sockets whose `proto` is IPPROTO_TCP, and
+uvicorn's own multi-worker mode binds its listening socket with `proto` 0 (uvicorn issue
+#3149): Nagle's algorithm then holds each response's body until the client ACKs its
+headers, and the client delays that ACK, ~40 ms added to every keep-alive request. The
+gateway's supervisor hands workers sockets asyncio does recognise, but the option is set
+here whatever the event loop (uvloop sets it itself) and however the socket reached the
+server, so no way of running the app brings the stall back (tests/serving/test_nodelay.py
+holds both paths to it).
 """
 
 import asyncio

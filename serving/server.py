@@ -45,8 +45,7 @@ def uvicorn_options(event_loop: str, log_level: str) -> dict:
     """How uvicorn runs the app factory, alone or as one of several workers."""
     return {
         "factory": True,
-        # Not stock "httptools": on a socket uvicorn did not bind itself, Nagle stays on
-        # (see serving.nodelay).
+        # Not stock "httptools": TCP_NODELAY however the socket was made (serving.nodelay).
         "http": NoDelayHttpProtocol,
         "loop": event_loop,
         "log_level": log_level,

@@ -1,32 +1,69 @@
-"""Accepted connections get TCP_NODELAY even on a socket bound the multi-worker way.
+"""Accepted connections get TCP_NODELAY however the socket reached the server.
 
-uvicorn's multi-worker supervisor binds the listening socket itself (`Config.bind_socket`,
-proto 0) and hands it to each worker; this reproduces that path in-process and reads the
-option on the server's side of a live keep-alive connection.
+Two paths: a listening socket bound the way uvicorn's own multi-worker mode binds it
+(`Config.bind_socket`, proto 0, which asyncio does not take for TCP), and connections
+handed over by the gateway's supervisor to `serving.worker`. Each is reproduced
+in-process and the option is read on the server's side of a live keep-alive connection.
 """
 
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 import uvicorn
 
 from serving.nodelay import NoDelayHttpProtocol
+from serving.supervisor import CONNECTION
+from serving.worker import HandedConnectionsServer
 
 
-def serve_in_thread(config: uvicorn.Config) -> tuple[uvicorn.Server, str, threading.Thread]:
+@contextmanager
+def running(server: uvicorn.Server, sockets: list[socket.socket]) -> Iterator[None]:
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+@contextmanager
+def prebound(config: uvicorn.Config) -> Iterator[tuple[uvicorn.Server, str]]:
     server = uvicorn.Server(config)
     sock = config.bind_socket()  # exactly what `uvicorn --workers N` passes to its workers
     sock.listen()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    return server, url, thread
+    with running(server, [sock]):
+        yield server, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+@contextmanager
+def handed_over(config: uvicorn.Config) -> Iterator[tuple[uvicorn.Server, str]]:
+    """A worker fed as the supervisor feeds it: accepted here, the socket passed over."""
+    supervisor_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker_end.setblocking(False)
+    server = HandedConnectionsServer(config, worker_end)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hand_over_one() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            socket.send_fds(supervisor_end, [CONNECTION], [connection.fileno()])
+
+    handing = threading.Thread(target=hand_over_one, daemon=True)
+    handing.start()
+    with listener, supervisor_end, worker_end, running(server, []):
+        yield server, f"http://127.0.0.1:{listener.getsockname()[1]}"
+    handing.join(timeout=10)
+
+
+@pytest.mark.parametrize("serving", [prebound, handed_over])
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_accepted_connections_have_tcp_nodelay_with_a_prebound_socket(loop):
+def test_accepted_connections_have_tcp_nodelay(loop, serving):
     server_holder: list[uvicorn.Server] = []
 
     async def app(scope, receive, send):
@@ -45,14 +82,9 @@ def test_accepted_connections_have_tcp_nodelay_with_a_prebound_socket(loop):
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, loop=loop, http=NoDelayHttpProtocol, log_level="warning"
     )
-    server, url, thread = serve_in_thread(config)
-    server_holder.append(server)
-    try:
-        with httpx.Client(base_url=url, timeout=10) as client:
-            first = client.get("/")
-            second = client.get("/")  # the same keep-alive connection
-        assert first.text == "1"
-        assert second.text == "1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(config) as (server, url), httpx.Client(base_url=url, timeout=10) as client:
+        server_holder.append(server)
+        first = client.get("/")
+        second = client.get("/")  # the same keep-alive connection
+    assert first.text == "1"
+    assert second.text == "1"
