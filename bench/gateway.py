@@ -532,10 +532,16 @@ NOTES = """\
   stopped whenever one ran under load: spikes in the p99. Everything alive after start-up
   or a model load is frozen out of collection (`gc.freeze`).
 - **Uneven workers.** uvicorn's workers share one listening socket, and the first to
-  wake accepts a burst of connections: wrk's 32 keep-alive connections split 25/7 or
-  22/10 as often as 16/16 (counted with `ss`). With 2 workers at c=32 the p99 was
-  ~86 ms for the uneven splits and ~56 ms for an even one. Not changed: balancing needs
-  a socket per worker (SO_REUSEPORT), which uvicorn's supervisor does not offer.
+  wake accepts a burst of connections: wrk's 32 keep-alive connections split anywhere
+  from 17/15 to 31/1 (counted with `ss` in each round), and the p99 followed the split
+  (2026-12-02, Intel host, 2 workers, c=32: the gateway 15-18 ms at 17/15-19/13, 27 ms at
+  26/6, 35 ms at 29/3; the trivial route 9-11 ms against 18 ms at 29/3). So the launcher
+  now runs its own supervisor (`serving/supervisor.py`): it accepts, and hands each
+  connection to the ready worker with the fewest open ones. Split 16/16 in every round
+  since; the gateway's p99 14.6-16.7 ms against the trivial route's 8.4-11.2 ms in four
+  rounds, and its throughput 3,000-4,100 req/s against 2,500-3,600 before (same host,
+  the same hour). A socket per worker (SO_REUSEPORT) would only have made the split
+  random: the kernel picks by a hash of the connection, not by how busy a worker is.
 - **The model's cost depends on the host.** The same convnet through the same signature
   cost ~22 us of CPU per image at batch 32 on the host of the first runs (2026-11-24
   before 19:00; its CPU flags were not recorded) and ~125-350 us per image at batch 16
@@ -588,10 +594,11 @@ NOTES = """\
 - **Multi-worker TCP_NODELAY** (uvicorn #3149): with several workers uvicorn binds the
   socket itself and asyncio's loop then leaves Nagle's algorithm on, so each keep-alive
   response waits for the client's delayed ACK (~40 ms). uvloop sets TCP_NODELAY itself;
-  the gateway's launcher sets it on every accepted connection whatever the loop
-  (`serving/nodelay.py`). The rows with `loop asyncio` show stock uvicorn against the
-  launcher; `tests/serving/test_nodelay.py` checks the socket option on accepted
-  connections of a socket bound the multi-worker way.
+  the gateway sets it on every accepted connection whatever the loop and however the
+  socket reached the worker (`serving/nodelay.py`). The rows with `loop asyncio` show
+  stock uvicorn against the launcher; `tests/serving/test_nodelay.py` checks the socket
+  option on connections of a socket bound uvicorn's multi-worker way and on connections
+  handed over by the supervisor.
 - **Noise.** The load generator shares the two cores with the server, and anything else
   running on the machine shows up in the tails; compare rows within one run only."""
 
