@@ -20,9 +20,12 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """A gateway configured by GATEWAY_* variables (`env`), logging to `log_path`."""
+    """A gateway configured by GATEWAY_* variables (`env`), logging to `log_path`;
+    `command` replaces `python -m serving` (the launcher started another way)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, command: list[str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -35,7 +38,7 @@ class GatewayProcess:
         }
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving"],
+            command or [sys.executable, "-m", "serving"],
             cwd=REPO_ROOT,
             env=full_env,
             stdout=self._log,

@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -15,42 +14,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.gateway_process import free_port
+from tests.gateway_process import GatewayProcess
 
 WHOAMI = "tests.serving.whoami_app:create_app"
 
 
-class Supervised:
+class Supervised(GatewayProcess):
     """The launcher with `workers` workers of `app`, logging to `log_path`."""
 
     def __init__(self, log_path: Path, workers: int = 2, app: str = WHOAMI, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
         launcher = (
             "import sys; from serving.server import serve; "
             "from serving.settings import load_settings; "
             f"sys.exit(serve(load_settings(), app={app!r}))"
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", launcher],
-            cwd=REPO_ROOT,
-            env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
-                "GATEWAY_HOST": "127.0.0.1",
-                "GATEWAY_PORT": str(self.port),
-                "GATEWAY_WORKERS": str(workers),
-                **env,
-            },
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            {"GATEWAY_WORKERS": str(workers), **env}, log_path, [sys.executable, "-c", launcher]
         )
         self.workers = workers
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def ready_workers(self) -> list[int]:
         return [int(pid) for pid in re.findall(r"worker \[(\d+)\] ready", self.log())]
@@ -70,16 +51,6 @@ class Supervised:
             return self.process.wait(timeout=timeout)
         finally:
             self._log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 @pytest.fixture
