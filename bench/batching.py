@@ -21,8 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.model import build_bench_model  # noqa: E402
+from serving.backends.batching import BatchingBackend  # noqa: E402
 from serving.backends.embedded import EmbeddedBackend  # noqa: E402
-from serving.batching import BatchingBackend  # noqa: E402
 
 MAX_BATCH = 64
 MAX_WAIT_MS = 2.0

@@ -172,7 +172,8 @@ def running(spec: ServerSpec, export_base: Path, keras_path: Path, log_dir: Path
         command = [
             sys.executable,
             "-c",
-            "from serving.server import serve; from serving.settings import load_settings; "
+            "from serving.runtime.launcher import serve; "
+            "from serving.settings import load_settings; "
             "serve(load_settings(), app='bench.baselines:create_app')",
         ]
     else:  # what `uvicorn --workers N` does out of the box
@@ -522,9 +523,9 @@ NOTES = """\
   Response itself: FastAPI's parameter solving and response validation ran even for an
   endpoint without parameters (~30 us). The response is serialised once with pydantic;
   metric children are cached.
-- **Multipart** (`serving/multipart.py`): the canonical shape browsers, curl, httpx and
+- **Multipart** (`serving/api/multipart.py`): the canonical shape browsers, curl, httpx and
   our client send is parsed with a few `bytes.find` calls; anything else goes to
-  Starlette's parser on the same bytes (`tests/serving/test_multipart.py` compares both
+  Starlette's parser on the same bytes (`tests/serving/api/test_multipart.py` compares both
   on canonical and odd bodies). `read_uploads` for one 28x28 PNG 138 -> 25 us, for 8 PNGs
   334 -> 67 us (A/B in one process).
 - **Garbage collection** (`serving/heap.py`): TensorFlow leaves ~300,000 long-lived
@@ -536,7 +537,7 @@ NOTES = """\
   from 17/15 to 31/1 (counted with `ss` in each round), and the p99 followed the split
   (2026-12-02, Intel host, 2 workers, c=32: the gateway 15-18 ms at 17/15-19/13, 27 ms at
   26/6, 35 ms at 29/3; the trivial route 9-11 ms against 18 ms at 29/3). So the launcher
-  now runs its own supervisor (`serving/supervisor.py`): it accepts, and hands each
+  now runs its own supervisor (`serving/runtime/supervisor.py`): it accepts, and hands each
   connection to the ready worker with the fewest open ones. Split 16/16 in every round
   since; the gateway's p99 14.6-16.7 ms against the trivial route's 8.4-11.2 ms in four
   rounds, and its throughput 3,000-4,100 req/s against 2,500-3,600 before (same host,
@@ -576,7 +577,7 @@ NOTES = """\
   28x28 PNG a request, c=32, rows in turns, medians of 5). Before the compiled kernels:
   decode + preprocess ~46% of the gateway's CPU per request (~199 of 432 us), 3.2x the
   whole trivial route. numpy's per-call overhead (~150 calls for a 28x28 image) was the
-  cost, so the pixel loops became numba kernels (`serving/preprocessing_kernels.py`, bit
+  cost, so the pixel loops became numba kernels (`serving/preprocessing/kernels.py`, bit
   for bit the numpy results) and a small plain grayscale PNG is unfiltered by a kernel
   instead of Pillow: in a tight loop decode + preprocess 99 -> 31 us (decode 18 -> 8,
   the rest 82 -> 21), in the request mix ~199 -> ~69 us; the gateway 432 -> 290 us a
@@ -587,7 +588,7 @@ NOTES = """\
   1,496 and 2,303 req/s within the hour; the trivial route 4,829-5,956), so cells
   measured minutes apart made the ratios a lottery. The c=32 targets are judged on rounds in which
   the gateway, the trivial route and the signature endpoint take turns, both servers up.
-- **Dynamic batching** (`serving/batching.py`) sends at once when no batch is running,
+- **Dynamic batching** (`serving/backends/batching.py`) sends at once when no batch is running,
   so a lone request waits for nothing; under load, requests that queue behind a running
   batch go together when it returns. A fixed wait (the textbook policy) costs a lone
   request its whole wait, as the in-process table shows.
@@ -595,8 +596,8 @@ NOTES = """\
   socket itself and asyncio's loop then leaves Nagle's algorithm on, so each keep-alive
   response waits for the client's delayed ACK (~40 ms). uvloop sets TCP_NODELAY itself;
   the gateway sets it on every accepted connection whatever the loop and however the
-  socket reached the worker (`serving/nodelay.py`). The rows with `loop asyncio` show
-  stock uvicorn against the launcher; `tests/serving/test_nodelay.py` checks the socket
+  socket reached the worker (`serving/runtime/nodelay.py`). The rows with `loop asyncio` show
+  stock uvicorn against the launcher; `tests/serving/runtime/test_nodelay.py` checks the socket
   option on connections of a socket bound uvicorn's multi-worker way and on connections
   handed over by the supervisor.
 - **Noise.** The load generator shares the two cores with the server, and anything else

@@ -112,7 +112,7 @@ async def cpu_per_request(app, path, body, *, requests, concurrency) -> float:
 @contextlib.contextmanager
 def without_preprocessing():
     """The predict route's decode + preprocess replaced by a ready tensor."""
-    from serving.routes import predict
+    from serving.api.routes import predict
 
     real = predict.prepare_images
     ready = np.zeros((1, *INPUT_SHAPE), np.float32)

@@ -1,7 +1,7 @@
 """What the TF Serving backends spend per call on the gateway side, measured in one run.
 
 1. Encoding a batch for the wire: gRPC TensorProto with raw bytes in tensor_content (what
-   serving/backends/grpc.py does) vs tf.make_tensor_proto vs REST's JSON row format.
+   serving/backends/tfserving/grpc.py does) vs tf.make_tensor_proto vs REST's JSON row format.
 2. Decoding the answer: float_val (TF Serving's answer) with numpy vs tf.make_ndarray, and
    REST's JSON.
 3. Importing the official protos (a fresh interpreter: they import TensorFlow).
@@ -44,7 +44,7 @@ def import_seconds(statement: str) -> float:
 def main() -> None:
     import tensorflow as tf
 
-    from serving.backends.grpc import ndarray_to_tensor_proto, tensor_proto_to_ndarray
+    from serving.backends.tfserving.grpc import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 
     rng = np.random.default_rng(0)
     # Real digits: mostly background zeros, which JSON writes short ("0.0").
@@ -92,7 +92,7 @@ def main() -> None:
     for label, statement in (
         ("grpc + httpx", "import grpc, httpx"),
         ("tensorflow_serving.apis.predict_pb2", "from tensorflow_serving.apis import predict_pb2"),
-        ("serving.backends.grpc", "import serving.backends.grpc"),
+        ("serving.backends.tfserving.grpc", "import serving.backends.tfserving.grpc"),
     ):
         print(f"  {label:<40} {import_seconds(statement):6.2f}")
 

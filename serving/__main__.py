@@ -2,7 +2,7 @@
 
 import sys
 
-from serving.server import main
+from serving.runtime.launcher import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import preprocessing
+from serving.api.routes import health, metrics, models, page, predict
 from serving.backends import Backend, create_backend
 from serving.errors import GatewayError
 from serving.heap import freeze_long_lived_objects
@@ -22,7 +23,6 @@ from serving.observability import (
     RequestContextMiddleware,
     request_id_of,
 )
-from serving.routes import health, metrics, models, page, predict
 from serving.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)

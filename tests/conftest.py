@@ -1,27 +1,15 @@
 """Shared fixtures: the committed MNIST sample and a real tiny SavedModel trained on it."""
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.utils.environment import SAMPLE_PATH
+from tests.utils.models import export_tiny_model
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_PATH = REPO_ROOT / "data" / "mnist-sample.npz"
-
-
-def require_tool(executable: str) -> str:
-    """Path of a system tool a test drives; skip without it, except in CI where it must exist."""
-    path = shutil.which(executable)
-    if path is None:
-        message = f"{executable} is not installed (make system-deps installs it)"
-        if os.environ.get("MNIST_SERVING_REQUIRE_ALL"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -32,23 +20,9 @@ def mnist_sample() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def tiny_model_base(tmp_path_factory, mnist_sample) -> Path:
-    """An export base holding mnist/1: the seed convnet trained briefly on the sample.
-
-    Real TensorFlow, real SavedModel, a few seconds of training: good enough to tell
-    most digits apart, not good enough for accuracy figures.
-    """
-    import keras
-
-    from training.export import export_model
-    from training.models import LADDER
-
-    keras.utils.set_random_seed(0)
-    x = (mnist_sample["x_train"][..., None] / 255.0).astype(np.float32)
-    model = LADDER["convnet"].build()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, mnist_sample["y_train"], epochs=3, batch_size=64, verbose=0)
+    """An export base holding mnist/1: the tiny model (tests.utils.models)."""
     export_base = tmp_path_factory.mktemp("export")
-    export_model(model, export_base, {"model": "convnet", "purpose": "tests"}, x[:8])
+    export_tiny_model(export_base, mnist_sample, seed=0, epochs=3)
     return export_base
 
 

@@ -15,7 +15,7 @@ def create_backend(
     (`observe_batch` is then told the size of every batch it sends)."""
     backend = _create_model_backend(settings)
     if settings.batching_enabled:
-        from serving.batching import BatchingBackend
+        from serving.backends.batching import BatchingBackend
 
         backend = BatchingBackend(
             backend,
@@ -44,11 +44,11 @@ def _create_model_backend(settings: Settings) -> Backend:
             inline_max_rows=settings.model_inline_max_rows if settings.batching_enabled else 0,
         )
     if settings.backend == "grpc":
-        from serving.backends.grpc import GrpcBackend
+        from serving.backends.tfserving.grpc import GrpcBackend
 
         return GrpcBackend(settings)
     if settings.backend == "rest":
-        from serving.backends.rest import RestBackend
+        from serving.backends.tfserving.rest import RestBackend
 
         return RestBackend(settings)
     raise ValueError(f"unknown backend {settings.backend!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, require_tool
+from tests.utils.environment import REPO_ROOT, require_tool
 
 ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
 CHROMIUM_ARGS = [

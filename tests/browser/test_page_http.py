@@ -11,10 +11,10 @@ import zipfile
 import pytest
 from fastapi.testclient import TestClient
 
+from serving.api.routes.page import ASSETS, STATIC_DIR
 from serving.app import create_app
-from serving.routes.page import ASSETS, STATIC_DIR
 from serving.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.utils.environment import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -94,4 +94,4 @@ def test_built_wheel_ships_the_page(tmp_path):
 
     shipped = set(zipfile.ZipFile(wheel).namelist())
     for path in STATIC_DIR.iterdir():
-        assert f"serving/static/{path.name}" in shipped
+        assert f"serving/api/static/{path.name}" in shipped

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway_process import GatewayProcess, free_port
+from tests.utils.gateway_process import GatewayProcess, free_port
 
 # Lower than the client's fallback chunk of 32: the client must cope with it.
 SERVER_MAX_FILES = 16

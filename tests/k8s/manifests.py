@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import REPO_ROOT, require_tool
+from tests.utils.environment import REPO_ROOT, require_tool
 
 K8S_DIR = REPO_ROOT / "k8s"
 OVERLAYS = ("cpu", "gpu", "cpu-canary")

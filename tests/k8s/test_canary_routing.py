@@ -2,7 +2,7 @@
 
 The gateway gets the environment of the rendered gateway Deployment, only its TF Serving
 addresses pointed at loopback, and talks gRPC to the TF Serving TEST DOUBLE
-(tests/tfserving_double.py: TF Serving's protocols from the official protos, answering
+(tests/utils/tfserving_double.py: TF Serving's protocols from the official protos, answering
 from real SavedModels; the real C++ server cannot run here) serving the versions and
 labels pinned in serving/tfserving/models.canary.config.
 """
@@ -21,7 +21,7 @@ from contract import MODEL_NAME
 from serving.app import create_app
 from serving.settings import load_settings
 from tests.k8s.manifests import container, find, read_repo_file, resolve_env
-from tests.tfserving_double import TFServingDouble
+from tests.utils.tfserving_double import TFServingDouble
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,6 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from contract import MODEL_NAME
 from serving.settings import load_settings
-from tests.conftest import REPO_ROOT
-from tests.dockerfiles import exec_form, instructions, stages
 from tests.k8s.manifests import (
     OVERLAYS,
     all_containers,
@@ -31,6 +29,8 @@ from tests.k8s.manifests import (
     resolve_env,
     workloads,
 )
+from tests.utils.dockerfiles import exec_form, instructions, stages
+from tests.utils.environment import REPO_ROOT
 
 TFSERVING_CONFIG_DIR = "serving/tfserving"
 CONFIG_MOUNT = "/etc/tfserving"

@@ -6,7 +6,6 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.k8s.manifests import (
     NAMESPACE,
     OVERLAYS,
@@ -19,6 +18,7 @@ from tests.k8s.manifests import (
     render,
     workloads,
 )
+from tests.utils.environment import REPO_ROOT
 
 EXPECTED_OBJECTS = Counter(
     {

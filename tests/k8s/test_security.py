@@ -15,7 +15,6 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, require_tool
 from tests.k8s.manifests import (
     NAMESPACE,
     OVERLAYS,
@@ -24,6 +23,7 @@ from tests.k8s.manifests import (
     pod_spec,
     workloads,
 )
+from tests.utils.environment import REPO_ROOT, require_tool
 
 DOCKERFILES = ("Dockerfile.train", "Dockerfile.serve")
 CHECKOV_VENV = REPO_ROOT / ".venv-checkov"

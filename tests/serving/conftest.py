@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.gateway_process import GatewayProcess
-from tests.serving.gateway_setup import gateway_settings
+from tests.utils.gateway_process import GatewayProcess
+from tests.utils.gateway_setup import gateway_settings
 
 
 @pytest.fixture(scope="module")

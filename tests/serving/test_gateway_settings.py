@@ -10,7 +10,7 @@ from serving.settings import (
     load_settings,
     unknown_variables,
 )
-from tests.conftest import REPO_ROOT
+from tests.utils.environment import REPO_ROOT
 
 
 def test_defaults_serve_the_embedded_backend_on_localhost_8000():

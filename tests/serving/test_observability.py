@@ -4,10 +4,10 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from imagefiles import png
 
 from serving.app import create_app
-from tests.serving.gateway_setup import gateway_settings
+from tests.utils.gateway_setup import gateway_settings
+from tests.utils.imagefiles import png
 
 
 def sample(text: str, name: str, **labels: str) -> float:

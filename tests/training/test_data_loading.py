@@ -5,16 +5,13 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.utils.environment import REPO_ROOT, SAMPLE_PATH
 from training.cli import EXIT_DATA
 from training.data import DataError, load_mnist, load_npz, to_model_input
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_PATH = REPO_ROOT / "data" / "mnist-sample.npz"
 
 
 def _save(path, **overrides):

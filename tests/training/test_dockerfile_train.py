@@ -1,11 +1,10 @@
 """Dockerfile.train: no Docker engine here, so the linter and the file itself keep it honest."""
 
 import re
-from pathlib import Path
 
-from tests.dockerfiles import hadolint_findings, instructions
+from tests.utils.dockerfiles import hadolint_findings, instructions
+from tests.utils.environment import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile.train"
 
 

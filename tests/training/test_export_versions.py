@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from contract import METADATA_FILENAME, WARMUP_RELATIVE_PATH
+from tests.utils.environment import SAMPLE_PATH
 from training.data import MnistData, load_npz, to_model_input
 from training.export import existing_versions, export_model, model_dir
 from training.models import LADDER
 from training.train import AccuracyGateError, TrainConfig, train
-
-SAMPLE_PATH = Path(__file__).resolve().parents[2] / "data" / "mnist-sample.npz"
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,10 @@ from contract import (
     SIGNATURE_NAME,
     WARMUP_RELATIVE_PATH,
 )
+from tests.utils.environment import SAMPLE_PATH
 from training.data import MnistData, load_npz, to_model_input
 from training.models import LADDER
 from training.train import TrainConfig, train
-
-SAMPLE_PATH = Path(__file__).resolve().parents[2] / "data" / "mnist-sample.npz"
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.utils.environment import REPO_ROOT, SAMPLE_PATH
 from training import cli, models, recipes
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_PATH = REPO_ROOT / "data" / "mnist-sample.npz"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

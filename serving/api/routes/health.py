@@ -1,0 +1,25 @@
+"""Liveness and readiness probes."""
+
+from fastapi import APIRouter
+
+from serving.api.deps import BackendDep
+from serving.api.schemas import ErrorResponse, HealthResponse
+from serving.errors import BackendUnavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: a model is loaded and answers",
+    responses={503: {"model": ErrorResponse, "description": "no model can answer yet"}},
+)
+async def readyz(backend: BackendDep) -> HealthResponse:
+    if not await backend.ready():
+        raise BackendUnavailable("no model is loaded yet", retry_after_seconds=1)
+    return HealthResponse(status="ready")

@@ -1,0 +1,60 @@
+"""What is served: model name, versions, backend kind and the input/output contract."""
+
+from fastapi import APIRouter
+
+from contract import (
+    IMAGE_SIZE,
+    INPUT_KEY,
+    INPUT_SHAPE,
+    LABELS,
+    NUM_CLASSES,
+    OUTPUT_KEY,
+    SIGNATURE_NAME,
+)
+from serving.api.deps import BackendDep, SettingsDep
+from serving.api.schemas import (
+    ErrorResponse,
+    InputContract,
+    ModelsResponse,
+    OutputContract,
+    RequestLimits,
+)
+
+router = APIRouter(tags=["models"])
+
+INPUT_CONTRACT = InputContract(
+    name=INPUT_KEY,
+    dtype="float32",
+    shape=[None, *INPUT_SHAPE],
+    range=(0.0, 1.0),
+    layout=(
+        f"{IMAGE_SIZE}x{IMAGE_SIZE} grayscale, bright ink on a dark background, "
+        "digit fitted into 20x20 and centred by centre of mass (MNIST)"
+    ),
+)
+OUTPUT_CONTRACT = OutputContract(name=OUTPUT_KEY, dtype="float32", shape=[None, NUM_CLASSES])
+
+
+@router.get(
+    "/v1/models",
+    summary="The served model: versions, backend and input contract",
+    responses={503: {"model": ErrorResponse, "description": "no model loaded yet"}},
+)
+async def models(backend: BackendDep, settings: SettingsDep) -> ModelsResponse:
+    info = await backend.model_info()
+    return ModelsResponse(
+        name=info.name,
+        version=info.version,
+        versions=list(info.available_versions or (info.version,)),
+        version_labels=dict(info.version_labels),
+        backend=backend.kind,
+        signature=SIGNATURE_NAME,
+        input=INPUT_CONTRACT,
+        output=OUTPUT_CONTRACT,
+        labels=list(LABELS),
+        limits=RequestLimits(
+            max_files_per_request=settings.max_files_per_request,
+            max_request_bytes=settings.max_request_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        ),
+    )

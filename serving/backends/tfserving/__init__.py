@@ -1,0 +1,1 @@
+"""TensorFlow Serving backends: gRPC and REST, and what they share."""

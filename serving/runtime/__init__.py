@@ -1,0 +1,1 @@
+"""The process runtime: launcher, supervisor and workers, socket options."""

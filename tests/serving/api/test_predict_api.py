@@ -1,0 +1,163 @@
+"""Every endpoint of the gateway, through the real app serving the real tiny SavedModel."""
+
+import base64
+
+import numpy as np
+import pytest
+
+from contract import LABELS, NUM_CLASSES
+from tests.utils.imagefiles import dark_on_white, png
+
+
+@pytest.fixture(scope="module")
+def clear_digits(client, mnist_sample) -> list[tuple[np.ndarray, int]]:
+    """Test digits the tiny model gets right with a clear margin, one per class."""
+    chosen = {}
+    for image, label in zip(mnist_sample["x_test"], mnist_sample["y_test"], strict=True):
+        if int(label) in chosen:
+            continue
+        answer = client.post("/v1/predict", files={"file": ("d.png", png(image))}).json()
+        prediction = answer["predictions"][0]
+        if prediction["digit"] == label and prediction["confidence"] > 0.9:
+            chosen[int(label)] = image
+        if len(chosen) == NUM_CLASSES:
+            break
+    assert len(chosen) == NUM_CLASSES, f"only found clear digits for {sorted(chosen)}"
+    return [(chosen[digit], digit) for digit in range(NUM_CLASSES)]
+
+
+def test_predict_answers_one_prediction_per_file_in_upload_order(client, clear_digits):
+    files = [("file", (f"digit-{label}.png", png(image))) for image, label in clear_digits]
+    files.reverse()
+    response = client.post("/v1/predict", files=files)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == {"name": "mnist", "version": "1"}
+    assert [p["filename"] for p in body["predictions"]] == [name for _, (name, _) in files]
+    assert [p["digit"] for p in body["predictions"]] == list(range(9, -1, -1))
+    for prediction in body["predictions"]:
+        probabilities = prediction["probabilities"]
+        assert len(probabilities) == NUM_CLASSES
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert prediction["confidence"] == max(probabilities)
+        assert probabilities[prediction["digit"]] == prediction["confidence"]
+
+
+def test_predict_accepts_json_base64_images_including_data_urls(client, clear_digits):
+    (three, _), (seven, _) = clear_digits[3], clear_digits[7]
+    images = [
+        base64.b64encode(png(three)).decode(),
+        "data:image/png;base64," + base64.b64encode(png(seven)).decode(),
+    ]
+    response = client.post("/v1/predict", json={"images": images})
+
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["digit"] for p in predictions] == [3, 7]
+    assert [p["filename"] for p in predictions] == [None, None]
+
+
+def test_predict_reads_dark_ink_on_white_like_mnist_polarity(client, clear_digits):
+    image, label = clear_digits[4]
+    response = client.post("/v1/predict", files={"file": ("paper.png", png(dark_on_white(image)))})
+    assert response.json()["predictions"][0]["digit"] == label
+
+
+def test_predict_passes_a_loaded_version_and_refuses_an_unknown_one(client, clear_digits):
+    image, _ = clear_digits[1]
+    files = {"file": ("one.png", png(image))}
+
+    assert client.post("/v1/predict?version=1", files=files).json()["model"]["version"] == "1"
+
+    unknown = client.post("/v1/predict?version=99", files=files)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    assert "99" in unknown.json()["error"]["message"]
+
+
+def test_predict_refuses_labels_on_the_embedded_backend_with_a_clear_404(client, clear_digits):
+    response = client.post(
+        "/v1/predict?label=stable", files={"file": ("x.png", png(clear_digits[0][0]))}
+    )
+    assert response.status_code == 404
+    assert "label" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("query", ["version=abc", "version=1&label=stable", "label=no%20spaces"])
+def test_predict_rejects_malformed_version_or_label_with_422(client, clear_digits, query):
+    response = client.post(
+        f"/v1/predict?{query}", files={"file": ("x.png", png(clear_digits[0][0]))}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_models_describes_name_versions_backend_contract_and_labels(client):
+    response = client.get("/v1/models")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "mnist"
+    assert body["version"] == "1"
+    assert body["versions"] == ["1"]
+    assert body["backend"] == "embedded"
+    assert body["signature"] == "serving_default"
+    assert body["input"]["name"] == "image"
+    assert body["input"]["shape"] == [None, 28, 28, 1]
+    assert body["input"]["dtype"] == "float32"
+    assert body["output"] == {"name": "probabilities", "dtype": "float32", "shape": [None, 10]}
+    assert body["labels"] == list(LABELS)
+
+
+def test_healthz_and_readyz_answer_ok_with_a_model_loaded(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+def test_request_id_is_echoed_when_given_and_generated_otherwise(client):
+    given = client.get("/healthz", headers={"X-Request-ID": "trace-42"})
+    assert given.headers["X-Request-ID"] == "trace-42"
+
+    generated = client.get("/healthz")
+    assert len(generated.headers["X-Request-ID"]) >= 16
+
+    unsafe = client.get("/healthz", headers={"X-Request-ID": "a b\tinjected"})
+    assert unsafe.headers["X-Request-ID"] != "a b\tinjected"
+
+
+def test_errors_carry_the_request_id_of_their_request(client):
+    response = client.post(
+        "/v1/predict", content=b"x", headers={"Content-Type": "text/plain", "X-Request-ID": "r-1"}
+    )
+    assert response.json()["error"]["request_id"] == "r-1"
+    assert response.headers["X-Request-ID"] == "r-1"
+
+
+def test_unknown_paths_and_methods_answer_the_same_error_shape(client):
+    missing = client.get("/v2/predict")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+
+    wrong_method = client.get("/v1/predict")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_openapi_documents_predict_with_both_body_types_and_examples(client):
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/v1/predict"]["post"]
+    content = predict["requestBody"]["content"]
+    assert set(content) == {"multipart/form-data", "application/json"}
+    assert content["application/json"]["example"]["images"]
+    assert {"400", "413", "415", "422", "503"} <= set(predict["responses"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_openapi_json_example_is_a_real_image_the_gateway_accepts(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]
+    response = client.post("/v1/predict", json=body["example"])
+    assert response.status_code == 200
