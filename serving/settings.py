@@ -34,12 +34,9 @@ class Settings(BaseSettings):
     # cheapest where workers already fill the cores: a batch-1 call measured 170 us of CPU
     # instead of 343, batch 32 700 instead of 1,108, on 2 cores.
     model_intra_op_threads: int = Field(1, ge=0, le=256)
-    # embedded, with batching on: batches of at most this many images run on the event
-    # loop instead of a worker thread (0 = never). Handing a call to a thread and back cost
-    # a loaded worker more than computing a small batch (measured with 16: 2 workers,
-    # 28x28 PNGs, c=32 ~1.27x the requests/s; c=1 p50 2.1 -> 1.7 ms). Such calls are not
-    # bounded by GATEWAY_BACKEND_TIMEOUT_SECONDS; 16 images take ~1 ms here.
-    model_inline_max_rows: int = Field(16, ge=0, le=256)
+    # What runs on the event loop rather than in a worker thread (serving/inline.py): steps
+    # estimated at most this many milliseconds of CPU. 0: every step in a thread.
+    inline_budget_ms: float = Field(2.0, ge=0, le=100)
     tfserving_grpc_target: str = "localhost:8500"
     tfserving_rest_url: str = "http://localhost:8501"
     backend_timeout_seconds: float = Field(5.0, gt=0, le=300)

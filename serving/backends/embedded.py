@@ -8,8 +8,8 @@ the old model and readiness never drops. The model is called through its
 `serving_default` SignatureDef, run by a TensorFlow session as TF Serving runs it: the
 eager call of the same signature costs 2-3x the CPU at batch 1 (~0.93 ms against
 ~0.3-0.4 ms; ~110 ms for Keras `predict`). Calls run in a worker thread, so the event
-loop keeps serving while TensorFlow computes, except batches of up to `inline_max_rows`
-images (the batcher's, ~1 ms), which cost less computed on the loop than handed over.
+loop keeps serving while TensorFlow computes, except the batcher's small batches, which
+cost less computed on the loop than handed over (serving/inline.py).
 """
 
 import asyncio
@@ -28,6 +28,7 @@ from contract import INPUT_KEY, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KEY, SIGNATURE_
 from serving.backends.base import Backend, BatchPrediction, ModelInfo
 from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
 from serving.heap import freeze_long_lived_objects
+from serving.inline import NEVER_INLINE, InlineBudget
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +124,10 @@ class EmbeddedBackend(Backend):
         keep_versions: int,
         timeout_seconds: float,
         intra_op_threads: int = 0,
-        inline_max_rows: int = 0,
+        inline: InlineBudget = NEVER_INLINE,
     ) -> None:
         self._intra_op_threads = intra_op_threads
-        self._inline_max_rows = inline_max_rows
+        self._inline = inline
         self._model_name = model_name
         self._base_path = base_path
         self._poll_seconds = poll_seconds
@@ -234,9 +235,7 @@ class EmbeddedBackend(Backend):
                 "the embedded backend has no version labels; ask for version=N instead"
             )
         model = self._pick(version)
-        if len(images) <= self._inline_max_rows:
-            # A small batch is computed right here, on the event loop: ~1 ms at most,
-            # less than the hand-off to a thread and back costs a loaded worker.
+        if self._inline.model_call(len(images)):
             return BatchPrediction(probabilities=model(images), model_version=str(model.version))
         try:
             with anyio.fail_after(self._timeout_seconds):

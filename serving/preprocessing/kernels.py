@@ -5,8 +5,8 @@ Written as numpy expressions, a 28x28 upload costs ~150 numpy calls whose fixed 
 same work in one pass each. Each kernel computes exactly what the numpy expression named
 in its docstring computes, bit for bit: the same float32 operations in the same order,
 and numpy 2's rule that a Python float meeting a float32 array is a float32 (NEP 50).
-tests/serving/preprocessing/test_preprocessing_kernels.py holds each kernel to its expression and the
-whole pipeline to the numpy one these loops replaced.
+tests/serving/preprocessing/test_preprocessing_kernels.py holds each kernel to its
+expression and the whole pipeline to the numpy one these loops replaced.
 
 Compiled on first call (~8 s for all of them on this project's 2-core machine) and
 cached on disk (~0.3 s to load): in NUMBA_CACHE_DIR where set, else __pycache__ beside

@@ -43,16 +43,12 @@ from serving.errors import (
     BackendUnavailable,
     ModelNotFound,
 )
+from serving.inline import InlineBudget
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 AVAILABLE = "AVAILABLE"
-
-
-# JSON costs ~0.4 ms per image here (bench/tfserving_codec.py): past a few images it is
-# written off the event loop, which keeps serving other requests meanwhile.
-INLINE_ENCODE_MAX_IMAGES = 4
 
 
 def encode_instances(images: np.ndarray) -> bytes:
@@ -71,6 +67,7 @@ class RestBackend(TFServingBackend):
         super().__init__(settings, settings.tfserving_rest_url.rstrip("/"))
         self._max_connections = settings.tfserving_rest_max_connections
         self._cache_seconds = settings.tfserving_version_cache_seconds
+        self._inline = InlineBudget(settings.inline_budget_ms)
         self._resolved: dict[str | None, tuple[int, float]] = {}  # label -> (version, until)
         self._client: httpx.AsyncClient | None = None
 
@@ -180,7 +177,7 @@ class RestBackend(TFServingBackend):
         label: str | None,
         deadline: Deadline,
     ) -> BatchPrediction:
-        if len(images) <= INLINE_ENCODE_MAX_IMAGES:
+        if self._inline.json_encoding(len(images)):
             body = encode_instances(images)
         else:
             body = await asyncio.to_thread(encode_instances, images)

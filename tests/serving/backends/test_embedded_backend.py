@@ -11,6 +11,7 @@ import pytest
 from contract import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
 from serving.backends.embedded import EmbeddedBackend
 from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
+from serving.inline import InlineBudget
 from tests.utils.gateway_setup import publish_version
 
 
@@ -272,7 +273,7 @@ async def test_a_version_whose_signature_breaks_the_contract_is_not_served(
 async def test_small_batches_are_computed_on_the_loop_and_large_ones_in_a_thread(
     model_base_copy, digits
 ):
-    inline = make_backend(model_base_copy, inline_max_rows=8)
+    inline = make_backend(model_base_copy, inline=InlineBudget(1.0))
     threaded = make_backend(model_base_copy)
     await inline.start()
     await threaded.start()
