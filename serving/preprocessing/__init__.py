@@ -17,29 +17,15 @@ Every failure raises a `serving.errors` exception: BadImage (400), PayloadTooLar
 UnsupportedMediaType (415), NoInk (422).
 """
 
-import contextlib
 import io
-import math
-import warnings
-import zlib
-from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from contract import CHANNELS, DIGIT_BOX, IMAGE_SIZE
-from serving.errors import BadImage, NoInk, PayloadTooLarge, UnsupportedMediaType
+from serving.errors import NoInk
 from serving.preprocessing import kernels
-
-# Our own pixel limit (checked from the header in decode) applies; Pillow's global one
-# would only warn. Filtered once here: a catch_warnings block per call cost ~10 us of a
-# small image's ~300.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
-# Formats whose compression leaves noise around strokes (WebP can be lossless; most
-# WebP uploads are not).
-LOSSY_FORMATS = frozenset({"JPEG", "WEBP"})
+from serving.preprocessing.decode import SUPPORTED_FORMATS, OpenedImage, decode, open_image
 
 # MNIST digits have their centre of mass at pixel index 14.0 (row and column; measured
 # on the test set: 13.99, 14.01), not at the geometric centre 13.5.
@@ -76,221 +62,8 @@ SHADING_MIN_SPREAD = 0.05
 # and fade out when anti-aliased, so they are thickened to this width first.
 MIN_STROKE_WIDTH_IN_BOX = 1.8
 TARGET_STROKE_WIDTH_IN_BOX = 2.4
-# Larger images are box-averaged down to this longest side first: a digit 2% of the
-# image's width still spans the 20-pixel box, and a 40-megapixel photo costs little.
-MAX_WORKING_SIDE = 1600
 # Working resolution (in multiples of the 20-pixel box) for measuring and thickening.
 WORK_SCALE = 4
-
-
-@dataclass(frozen=True)
-class ImageFacts:
-    """What decoding learnt about an upload (for logs, errors and the noise floor)."""
-
-    format: str
-    mode: str
-    width: int
-    height: int
-
-    @property
-    def lossy(self) -> bool:
-        return self.format in LOSSY_FORMATS
-
-
-def decode(data: bytes, *, max_pixels: int) -> tuple[Image.Image | np.ndarray, ImageFacts]:
-    """Decode the first frame of an image, refusing oversized or unsupported ones early.
-    A small plain grayscale PNG comes back as its gray levels already (see
-    _plain_gray_png); anything else as a Pillow image.
-
-    The pixel limit is checked from the header, before any pixel data is decompressed,
-    so a decompression bomb (huge dimensions in a tiny file) costs nothing.
-    """
-    if not data:
-        raise BadImage("the upload is empty")
-    gray = _plain_gray_png(data, max_pixels)
-    if gray is not None:
-        height, width = gray.shape
-        return gray, ImageFacts(format="PNG", mode="L", width=width, height=height)
-    try:
-        image = _open(data)
-    except Image.DecompressionBombError as error:
-        raise PayloadTooLarge(f"image has too many pixels (limit {max_pixels:,})") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise BadImage("the upload is not a recognised image") from error
-
-    width, height = image.size
-    facts = ImageFacts(format=image.format or "?", mode=image.mode, width=width, height=height)
-    if facts.format not in SUPPORTED_FORMATS:
-        raise UnsupportedMediaType(
-            f"image format {facts.format} is not supported; "
-            f"send one of {', '.join(sorted(SUPPORTED_FORMATS))}"
-        )
-    if width * height > max_pixels:
-        raise PayloadTooLarge(
-            f"image is {width}x{height} = {width * height:,} pixels (limit {max_pixels:,})"
-        )
-    if width < 1 or height < 1:
-        raise BadImage("image has no pixels")
-    try:
-        image.seek(0)  # the first frame of an animation or multi-page TIFF
-        if facts.format == "JPEG" and max(width, height) > MAX_WORKING_SIDE:
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: much faster for photos.
-            scale = MAX_WORKING_SIDE / max(width, height)
-            image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
-        image.load()
-    except Image.DecompressionBombError as error:
-        raise PayloadTooLarge(f"image has too many pixels (limit {max_pixels:,})") from error
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
-        raise BadImage(f"the {facts.format} image is truncated or corrupt") from error
-    return image, facts
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_IHDR = _PNG_SIGNATURE + b"\x00\x00\x00\rIHDR"
-# Ancillary chunks that change none of the pixel values Pillow returns and say nothing
-# about orientation (unlike eXIf, or XMP in a text chunk).
-_PNG_HARMLESS_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tIME"})
-PLAIN_PNG_MAX_PIXELS = 512 * 512
-
-
-def _plain_gray_png(data: bytes, max_pixels: int) -> np.ndarray | None:
-    """The gray levels of a small plain PNG: 8-bit grayscale, not interlaced, every CRC
-    right, nothing but harmless chunks, the zlib stream exactly one image long (how MNIST
-    digits are saved). Decoded here in a few microseconds against Pillow's ~25, to the
-    same values (tested); None for anything else, which Pillow then decodes and judges."""
-    if not data.startswith(_PNG_IHDR) or len(data) < 33:
-        return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[24:29] != b"\x08\x00\x00\x00\x00":  # depth 8, gray, deflate, filters, no interlace
-        return None
-    if not 0 < width * height <= min(PLAIN_PNG_MAX_PIXELS, max_pixels):
-        return None
-    idat = []
-    offset = 8
-    previous_kind = None
-    while offset + 12 <= len(data):
-        length = int.from_bytes(data[offset : offset + 4], "big")
-        end = offset + 8 + length
-        if end + 4 > len(data):
-            return None
-        if zlib.crc32(data[offset + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
-            return None
-        kind = data[offset + 4 : offset + 8]
-        if kind == b"IDAT":
-            if idat and previous_kind != b"IDAT":
-                return None  # image data split by other chunks
-            idat.append(data[offset + 8 : end])
-        elif kind == b"IEND":
-            if end + 4 != len(data) or not idat:
-                return None
-            return _inflate_gray(b"".join(idat), height, width)
-        elif kind not in _PNG_HARMLESS_CHUNKS and previous_kind is not None:  # not IHDR
-            return None
-        previous_kind = kind
-        offset = end + 4
-    return None
-
-
-def _inflate_gray(stream: bytes, height: int, width: int) -> np.ndarray | None:
-    expected = height * (width + 1)  # a filter-type byte before each row
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(stream, expected)
-    except zlib.error:
-        return None
-    if len(raw) != expected or not inflater.eof or inflater.unconsumed_tail:
-        return None
-    return kernels.unfiltered_gray(np.frombuffer(raw, np.uint8), height, width)
-
-
-def _open(data: bytes) -> Image.Image:
-    """Image.open, told the format where the signature says PNG: it then skips probing
-    the other plugins (~3 us of a small PNG's ~35 us decode).
-
-    The same image as the probing open: PNG is the only Pillow plugin that accepts the
-    PNG signature (the others check their own magic bytes, or fail on it), so where the
-    PNG plugin succeeds probing would have found it too. Where it fails, the probing
-    open runs and decides, exactly as before."""
-    if data.startswith(_PNG_SIGNATURE):
-        with contextlib.suppress(UnidentifiedImageError):
-            return Image.open(io.BytesIO(data), formats=("PNG",))
-    return Image.open(io.BytesIO(data))
-
-
-def _shrink(image: Image.Image) -> Image.Image:
-    """Box-average a huge image down to the working resolution (a digit needs no more)."""
-    longest = max(image.size)
-    if longest <= MAX_WORKING_SIDE:
-        return image
-    if image.mode == "1":
-        image = image.convert("L")
-    elif image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode.startswith("I;16"):
-        image = image.convert("I")
-    return image.reduce(math.ceil(longest / MAX_WORKING_SIDE))
-
-
-def pixel_count(data: bytes) -> int:
-    """Width x height from the header alone (0 when unreadable: decode() will say why)."""
-    if data[:16] == _PNG_IHDR and len(data) >= 24:
-        # The size Pillow would read, without opening the image twice (~9 us).
-        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
-    try:
-        width, height = Image.open(io.BytesIO(data)).size
-    except Exception:
-        return 0
-    return width * height
-
-
-def to_grayscale(image: Image.Image | np.ndarray) -> np.ndarray:
-    """EXIF orientation applied, alpha composited on white, as float32 luminance in [0, 1]
-    (what decode gave as an array already is)."""
-    if isinstance(image, np.ndarray):
-        return image
-    image = _shrink(image)
-    if not _png_without_orientation(image):
-        # A malformed EXIF block must not reject an otherwise good image.
-        with contextlib.suppress(Exception):
-            image = ImageOps.exif_transpose(image)
-
-    mode = image.mode
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit scans rarely use the full range: the brightest pixel is white.
-        pixels = np.asarray(image, dtype=np.float32)
-        return pixels / max(float(pixels.max()), 1.0)
-    if mode == "F":
-        pixels = np.asarray(image, dtype=np.float32)
-        low, high = float(pixels.min()), float(pixels.max())
-        return (pixels - low) / max(high - low, 1e-6)
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode == "PA":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "La", "RGBa"):
-        if image.mode != "RGBA":  # converting RGBA to itself would only copy it
-            image = image.convert("RGBA")
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image)
-    if image.mode != "L":
-        # CMYK, YCbCr, LAB, HSV, RGB, 1: via RGB to ITU-R 601-2 luma.
-        if image.mode not in ("RGB", "1"):
-            image = image.convert("RGB")
-        image = image.convert("L")
-    if image.mode == "L":
-        # The bytes as they are: np.asarray on a fresh PIL image goes through its array
-        # interface, ~16 us of overhead for a 28x28 image; same values exactly.
-        pixels = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(image.height, image.width)
-        return pixels.astype(np.float32) / 255.0
-    return np.asarray(image, dtype=np.float32) / 255.0
-
-
-def _png_without_orientation(image: Image.Image) -> bool:
-    """A decoded PNG with neither EXIF nor XMP carries no orientation: exif_transpose
-    would only copy it (after parsing an empty EXIF block, ~8 us for a small image)."""
-    return image.format == "PNG" and not any(
-        key in image.info for key in ("exif", "xmp", "XML:com.adobe.xmp")
-    )
 
 
 def ink_map(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
@@ -426,14 +199,20 @@ def mnist_like(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
     return frame.reshape(IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
 
 
+def preprocess(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Image file bytes -> the model's float32 [28, 28, 1] input in [0, 1]."""
+    opened = open_image(data, max_pixels=max_pixels)
+    return mnist_like(decode(opened), lossy=opened.lossy)
+
+
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernels for every array layout the
+    """Compile (or load from numba's cache) every kernel, for every array layout the
     pipeline hands them, so that no request waits for a compiler."""
     mnist = np.zeros((28, 28), np.uint8)
     mnist[4:24, 12:15] = 255  # a "1" already 20 pixels tall: views of the ink
     png = io.BytesIO()
     Image.fromarray(mnist).save(png, format="PNG")
-    prepare(*decode(png.getvalue(), max_pixels=mnist.size))  # a plain PNG, unfiltered here
+    preprocess(png.getvalue(), max_pixels=mnist.size)
     page = np.ones((96, 96), np.float32)
     page[20:76, 46:50] = 0.0  # resized into the box
     mnist_like(page)
@@ -443,11 +222,12 @@ def warm_up() -> None:
     mnist_like(hairline)
 
 
-def prepare(image: Image.Image | np.ndarray, facts: ImageFacts) -> np.ndarray:
-    """A decoded image -> the model's float32 [28, 28, 1] input in [0, 1]."""
-    return mnist_like(to_grayscale(image), lossy=facts.lossy)
-
-
-def preprocess(data: bytes, *, max_pixels: int) -> np.ndarray:
-    """Image file bytes -> the model's float32 [28, 28, 1] input in [0, 1]."""
-    return prepare(*decode(data, max_pixels=max_pixels))
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "OpenedImage",
+    "decode",
+    "mnist_like",
+    "open_image",
+    "preprocess",
+    "warm_up",
+]

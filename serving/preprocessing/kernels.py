@@ -34,48 +34,6 @@ F32 = np.float32
 
 
 @kernel
-def unfiltered_gray(raw, height, width):
-    """An 8-bit grayscale PNG's rows, each a filter-type byte and `width` filtered bytes
-    (raw is exactly height * (width + 1) long), unfiltered (PNG spec section 9) and scaled
-    to float32 in [0, 1] as pixels.astype(float32) / 255.0; None for an unknown filter."""
-    if raw.size != height * (width + 1):  # compiled code checks no bounds: we do
-        return None
-    gray = np.empty((height, width), F32)
-    previous = np.zeros(width, np.int64)  # the row above the first is zeros
-    current = np.empty(width, np.int64)
-    for y in range(height):
-        row = y * (width + 1)
-        kind = raw[row]
-        if kind > 4:
-            return None
-        for x in range(width):
-            value = np.int64(raw[row + 1 + x])
-            left = current[x - 1] if x > 0 else 0
-            up = previous[x]
-            upper_left = previous[x - 1] if x > 0 else 0
-            if kind == 1:
-                value += left
-            elif kind == 2:
-                value += up
-            elif kind == 3:
-                value += (left + up) // 2
-            elif kind == 4:
-                estimate = left + up - upper_left
-                to_left, to_up = abs(estimate - left), abs(estimate - up)
-                to_upper_left = abs(estimate - upper_left)
-                if to_left <= to_up and to_left <= to_upper_left:
-                    value += left
-                elif to_up <= to_upper_left:
-                    value += up
-                else:
-                    value += upper_left
-            current[x] = value & 255
-            gray[y, x] = F32(current[x]) / F32(255.0)
-        previous, current = current, previous
-    return gray
-
-
-@kernel
 def border(pixels):
     """The frame of pixels a few percent of the image wide, as
     concatenate([pixels[:band], pixels[-band:], pixels[:, :band], pixels[:, -band:]])

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFilter
 import serving.preprocessing as P
 from contract import INPUT_SHAPE
 from serving.errors import BadImage, NoInk, PayloadTooLarge, UnsupportedMediaType
-from serving.preprocessing import SUPPORTED_FORMATS, decode, mnist_like, preprocess
+from serving.preprocessing import SUPPORTED_FORMATS, decode, mnist_like, open_image, preprocess
 from tests.utils.imagefiles import (
     bomb_png,
     encode,
@@ -190,8 +190,7 @@ def test_every_supported_format_and_mode_gives_the_same_digit(digit, reference, 
     # Lossy and 1-bit encodings change pixels: they still must give the same digit.
     lossless = image_format in {"PNG", "GIF", "BMP", "TIFF"} and mode != "1"
     data = encode(image, image_format, **({"lossless": True} if image_format == "WEBP" else {}))
-    _, facts = decode(data, max_pixels=MAX_PIXELS)
-    assert facts.format == image_format
+    assert open_image(data, max_pixels=MAX_PIXELS).format == image_format
     assert similarity(run(data), reference) > (0.99 if lossless else 0.93)
 
 
@@ -290,20 +289,6 @@ def test_tightly_cropped_digits_keep_their_ink(mnist_sample):
 # (the compiled pixel loops: test_preprocessing_kernels.py)
 
 
-def test_a_png_is_opened_by_the_png_plugin_alone_as_probing_would():
-    """decode skips Pillow's probing for the PNG signature: no other plugin may claim it."""
-    Image.init()
-    signature = encode(Image.new("L", (28, 28)))
-    for name, (factory, accept) in Image.OPEN.items():
-        if name == "PNG":
-            assert accept(signature[:16])
-        elif accept is not None:
-            assert not accept(signature[:16]), name
-        else:
-            with pytest.raises((SyntaxError, IndexError, TypeError, ValueError, OSError)):
-                factory(io.BytesIO(signature), "")
-
-
 @pytest.mark.parametrize("size", [3, 5, 9, 15])
 def test_the_stroke_dilation_is_pillows_max_filter(size):
     rng = np.random.default_rng(size)
@@ -312,3 +297,35 @@ def test_the_stroke_dilation_is_pillows_max_filter(size):
     pillow = Image.fromarray(padded, mode="F").filter(ImageFilter.MaxFilter(size))
     ours = P._square_extreme(padded, size, np.max)
     assert ours.tobytes() == np.asarray(pillow, dtype=np.float32).tobytes()
+
+
+def test_the_header_is_read_once_per_upload(digit, monkeypatch):
+    opens = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opens.append(1) or real_open(*a, **k))
+    opened = open_image(encode(Image.fromarray(digit)), max_pixels=MAX_PIXELS)
+    assert (opened.format, opened.mode, opened.width, opened.height) == ("PNG", "L", 28, 28)
+    assert opened.pixels == 784
+    assert not opened.lossy
+    decode(opened)
+    assert len(opens) == 1
+
+
+def test_open_image_reads_only_the_header_and_decode_the_pixels(digit):
+    photo = Image.fromarray(255 - digit).resize((200, 200))
+    data = encode(photo)
+    truncated = open_image(data[: len(data) // 2], max_pixels=MAX_PIXELS)  # pixels not read
+    assert (truncated.width, truncated.height) == (200, 200)
+    with pytest.raises(BadImage, match="PNG image is truncated or corrupt"):
+        decode(truncated)
+    with pytest.raises(PayloadTooLarge, match="40,000 pixels"):
+        open_image(data, max_pixels=39_999)
+
+
+def test_a_plain_gray_png_decodes_to_pillows_exact_values():
+    pixels = np.random.default_rng(8).integers(0, 256, (37, 53), dtype=np.uint8)
+    data = encode(Image.fromarray(pixels))
+    gray = decode(open_image(data, max_pixels=MAX_PIXELS))
+    assert gray.dtype == np.float32
+    expected = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32) / np.float32(255)
+    assert gray.tobytes() == expected.tobytes()

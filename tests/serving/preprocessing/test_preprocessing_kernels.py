@@ -2,23 +2,19 @@
 expression it replaced gives, and the whole pipeline exactly what the numpy pipeline gave
 (tests/serving/preprocessing/numpy_preprocessing.py), on uploads of every kind the gateway sees."""
 
-import io
 import itertools
 import os
-import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import serving.preprocessing as P
 from client.payloads import photo_jpeg
-from serving.errors import BadImage, GatewayError, NoInk, PayloadTooLarge
-from serving.preprocessing import decode, mnist_like, prepare, to_grayscale
+from serving.errors import NoInk
+from serving.preprocessing import decode, mnist_like, open_image, preprocess
 from serving.preprocessing import kernels as K
 from tests.serving.preprocessing.numpy_preprocessing import mnist_like as numpy_mnist_like
 from tests.utils.environment import REPO_ROOT
@@ -118,7 +114,6 @@ def test_centre_of_mass_placement_matches_the_np_indices_formula():
     assert K.place_by_centre_of_mass(np.zeros((3, 3), np.float32), 28, 14.0) is None
     with pytest.raises(ValueError, match="larger than the frame"):
         K.place_by_centre_of_mass(np.ones((29, 3), np.float32), 28, 14.0)
-    assert K.unfiltered_gray(np.zeros(10, np.uint8), 3, 3) is None  # not 3 * (3 + 1) bytes
 
 
 # --- the whole pipeline against the numpy one ---------------------------------------------
@@ -162,12 +157,12 @@ def _outcome(pipeline, gray, lossy):
 def test_the_pipeline_gives_exactly_what_the_numpy_pipeline_gave(mnist_sample):
     compared = 0
     for name, data in _uploads(mnist_sample):
-        image, facts = decode(data, max_pixels=40_000_000)
-        gray = to_grayscale(image)
-        expected = _outcome(numpy_mnist_like, gray, facts.lossy)
-        assert _outcome(mnist_like, gray, facts.lossy) == expected, name
+        opened = open_image(data, max_pixels=40_000_000)
+        gray = decode(opened)
+        expected = _outcome(numpy_mnist_like, gray, opened.lossy)
+        assert _outcome(mnist_like, gray, opened.lossy) == expected, name
         if not isinstance(expected, str):
-            assert prepare(image, facts).tobytes() == expected, name
+            assert preprocess(data, max_pixels=40_000_000).tobytes() == expected, name
         compared += 1
     assert compared > 2000
 
@@ -210,111 +205,3 @@ def test_without_a_writable_cache_directory_kernels_are_compiled_in_memory():
     exec("def add_one(values):\n    return values + 1\n", namespace)
     add_one = K.kernel(namespace["add_one"])
     assert add_one(np.arange(3)).tolist() == [1, 2, 3]
-
-
-# --- plain grayscale PNGs, decoded without Pillow -----------------------------------------
-
-
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    body = kind + payload
-    return len(payload).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-
-def _filtered(pixels: np.ndarray, kinds) -> bytes:
-    """The PNG filters (spec section 9) applied row by row: what an encoder writes."""
-    rows = []
-    above = np.zeros(pixels.shape[1], np.int64)
-    for row, kind in zip(pixels.astype(np.int64), kinds, strict=True):
-        left = np.concatenate([[0], row[:-1]])
-        upper_left = np.concatenate([[0], above[:-1]])
-        estimate = left + above - upper_left
-        distances = np.abs(estimate[None] - np.stack([left, above, upper_left]))
-        paeth = np.choose(np.argmin(distances, axis=0), [left, above, upper_left])
-        predictors = [0, left, above, (left + above) // 2, paeth]
-        predictor = predictors[kind] if kind < len(predictors) else 0  # an invalid kind too
-        rows.append(bytes([kind]) + ((row - predictor) % 256).astype(np.uint8).tobytes())
-        above = row
-    return b"".join(rows)
-
-
-def _gray_png(pixels: np.ndarray, kinds=None, *, extra: bytes = b"", idat_parts: int = 1) -> bytes:
-    height, width = pixels.shape
-    kinds = [y % 5 for y in range(height)] if kinds is None else kinds
-    stream = zlib.compress(_filtered(pixels, kinds))
-    cut = np.linspace(0, len(stream), idat_parts + 1).astype(int)
-    idat = b"".join(_chunk(b"IDAT", stream[a:b]) for a, b in itertools.pairwise(cut))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return PNG_SIGNATURE + _chunk(b"IHDR", header) + extra + idat + _chunk(b"IEND", b"")
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _pillow_gray(data: bytes) -> np.ndarray:
-    return to_grayscale(Image.open(io.BytesIO(data)))
-
-
-def test_plain_gray_pngs_decode_to_pillows_gray_levels_with_every_filter():
-    rng = np.random.default_rng(8)
-    for shape in [(1, 1), (1, 9), (7, 1), (28, 28), (5, 300), (512, 512)]:
-        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
-        for kinds in ([0] * shape[0], [1] * shape[0], [4] * shape[0], None):
-            for extra in (b"", _chunk(b"gAMA", (45455).to_bytes(4, "big"))):
-                data = _gray_png(pixels, kinds, extra=extra, idat_parts=3)
-                gray, facts = decode(data, max_pixels=40_000_000)
-                assert isinstance(gray, np.ndarray), "not decoded on the plain path"
-                assert (facts.format, facts.mode) == ("PNG", "L")
-                assert gray.tobytes() == _pillow_gray(data).tobytes()
-    mnist_png = encode(Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)))
-    assert isinstance(decode(mnist_png, max_pixels=784)[0], np.ndarray)  # as Pillow saves it
-
-
-def _split_idat(data: bytes) -> bytes:
-    """The PNG with a gAMA chunk between its first two IDAT chunks."""
-    second = data.index(b"IDAT", data.index(b"IDAT") + 4) - 4
-    return data[:second] + _chunk(b"gAMA", (45455).to_bytes(4, "big")) + data[second:]
-
-
-def _outcome_of_decoding(data: bytes, max_pixels: int = 40_000_000):
-    try:
-        image, facts = decode(data, max_pixels=max_pixels)
-        return facts, to_grayscale(image).tobytes()
-    except GatewayError as error:
-        return type(error), error.message
-
-
-def test_any_other_png_is_left_to_pillow_and_judged_as_before(mnist_sample, monkeypatch):
-    digit = mnist_sample["x_test"][0]
-    plain = _gray_png(digit)
-    broken_crc = bytearray(plain)
-    broken_crc[8 + 25 + 10] ^= 0xFF  # inside the IDAT chunk (after signature and IHDR)
-    others = {
-        "bad CRC": bytes(broken_crc),
-        "truncated": plain[:-20],
-        "trailing bytes": plain + b"junk",
-        "image data split by another chunk": _split_idat(_gray_png(digit, idat_parts=2)),
-        "a filter type over 4": _gray_png(digit, [5] * 28),
-        "transparency": _gray_png(digit, extra=_chunk(b"tRNS", b"\x00\x00")),
-        "EXIF": _gray_png(digit, extra=_chunk(b"eXIf", b"MM\x00*\x00\x00\x00\x08\x00\x00")),
-        "XMP in a text chunk": _gray_png(digit, extra=_chunk(b"tEXt", b"XML:com.adobe.xmp\0<x/>")),
-        "16-bit": encode(Image.fromarray(digit.astype(np.uint16) * 200)),
-        "RGB": encode(Image.fromarray(np.stack([digit] * 3, -1))),
-        "too many pixels for the plain path": _gray_png(np.eye(600, dtype=np.uint8) * 255),
-    }
-    interlaced = bytearray(_gray_png(digit))
-    interlaced[28] = 1  # the IHDR's interlace byte (its CRC now wrong too)
-    others["interlace flag"] = bytes(interlaced)
-    for name, data in others.items():
-        assert P._plain_gray_png(data, 40_000_000) is None, name
-    outcomes = {name: _outcome_of_decoding(data) for name, data in others.items()}
-    monkeypatch.setattr(P, "_plain_gray_png", lambda data, max_pixels: None)
-    for name, data in others.items():
-        assert outcomes[name] == _outcome_of_decoding(data), name
-    assert outcomes["bad CRC"][0] is BadImage
-    assert outcomes["trailing bytes"][0].mode == "L"  # Pillow reads it; the plain path did not
-
-
-def test_the_pixel_limit_holds_on_the_plain_path(mnist_sample):
-    plain = _gray_png(mnist_sample["x_test"][0])
-    assert _outcome_of_decoding(plain, max_pixels=784)[0].mode == "L"
-    assert _outcome_of_decoding(plain, max_pixels=783)[0] is PayloadTooLarge
