@@ -12,7 +12,7 @@ PORT ?= 8000
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: run train serve test lint checkov system-deps bench bench-gateway clean
+.PHONY: run train serve test lint checkov system-deps bench bench-gateway protos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench: $(VENV)/.dev-installed
 # Gateway throughput vs its baselines (wrk from system-deps); rewrites docs/benchmarks.md.
 bench-gateway: $(VENV)/.dev-installed
 	$(BIN)/python bench/gateway.py
+
+# The gateway's own TF Serving messages, generated from their .proto (after editing it).
+PROTOS := serving/backends/tfserving/protos
+protos: $(VENV)/.dev-installed
+	$(BIN)/python -m grpc_tools.protoc -I $(PROTOS) --python_out=$(PROTOS) $(PROTOS)/tfserving.proto
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) runs test-artifacts .pytest_cache .ruff_cache
