@@ -1,12 +1,17 @@
-"""Domain errors of the gateway, each carrying its HTTP status.
+"""Domain errors of the gateway, each carrying its HTTP status, code and description.
 
 Raised anywhere on the request path (decoding, preprocessing, backends) and turned into
 the one JSON error shape in exactly one place (`serving.app`'s exception handler):
-`{"error": {"code": "...", "message": "...", "request_id": "..."}}`.
+`{"error": {"code": "...", "message": "...", "request_id": "..."}}`. The docstrings are
+the descriptions /openapi.json gives (`serving.api.schemas.error_responses`).
 """
+
+import inspect
 
 
 class GatewayError(Exception):
+    """A failure of the gateway itself; the details go to the server log, not the client."""
+
     status_code: int = 500
     code: str = "internal_error"
 
@@ -15,9 +20,13 @@ class GatewayError(Exception):
         self.message = message
         self.headers = headers or {}
 
+    @classmethod
+    def description(cls) -> str:
+        return " ".join(inspect.getdoc(cls).split())
+
 
 class BadImage(GatewayError):
-    """The bytes are not a decodable image (not an image, truncated, corrupt)."""
+    """The bytes are not a decodable image (empty, not an image, truncated, corrupt)."""
 
     status_code = 400
     code = "bad_image"
@@ -31,12 +40,16 @@ class PayloadTooLarge(GatewayError):
 
 
 class UnsupportedMediaType(GatewayError):
+    """The body is neither multipart/form-data nor JSON, a part is declared as a non-image
+    type, or the image format is not supported."""
+
     status_code = 415
     code = "unsupported_media_type"
 
 
 class InvalidRequest(GatewayError):
-    """Well-formed HTTP, but not a request this API accepts (no files, bad JSON, bad base64)."""
+    """Well-formed HTTP, but not a request this API accepts (no files, bad JSON, bad base64,
+    a malformed or contradictory version or label)."""
 
     status_code = 422
     code = "invalid_request"
@@ -57,7 +70,7 @@ class ModelNotFound(GatewayError):
 
 
 class BackendUnavailable(GatewayError):
-    """No model can answer right now; the client should retry later."""
+    """No model can answer right now; the client should retry after Retry-After seconds."""
 
     status_code = 503
     code = "backend_unavailable"
@@ -67,13 +80,15 @@ class BackendUnavailable(GatewayError):
 
 
 class BackendError(GatewayError):
-    """The model server answered with an error that is not the client's doing
-    (a model that breaks the contract, an internal error): 502 Bad Gateway."""
+    """The model server answered with an error that is not the client's doing (a model
+    that breaks the contract, an internal error): 502 Bad Gateway."""
 
     status_code = 502
     code = "backend_error"
 
 
 class BackendTimeout(GatewayError):
+    """The model did not answer in time."""
+
     status_code = 504
     code = "backend_timeout"

@@ -1,6 +1,10 @@
 """Response bodies of the HTTP API (also what /docs shows)."""
 
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+from serving.errors import GatewayError
 
 
 class ErrorDetail(BaseModel):
@@ -11,6 +15,18 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+def error_responses(*errors: type[GatewayError]) -> dict[int | str, dict[str, Any]]:
+    """FastAPI's `responses=` for the errors a route answers with: one entry a status,
+    the codes that share it (422 `invalid_request` and `no_ink`) described together."""
+    codes: dict[int | str, list[str]] = {}
+    for error in sorted(errors, key=lambda error: error.status_code):
+        codes.setdefault(error.status_code, []).append(f"`{error.code}`: {error.description()}")
+    return {
+        status: {"model": ErrorResponse, "description": "\n\n".join(lines)}
+        for status, lines in codes.items()
+    }
 
 
 class ModelRef(BaseModel):

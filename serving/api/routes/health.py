@@ -3,8 +3,8 @@
 from fastapi import APIRouter
 
 from serving.api.deps import BackendDep
-from serving.api.schemas import ErrorResponse, HealthResponse
-from serving.errors import BackendUnavailable
+from serving.api.schemas import HealthResponse, error_responses
+from serving.errors import BackendUnavailable, GatewayError
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +17,7 @@ async def healthz() -> HealthResponse:
 @router.get(
     "/readyz",
     summary="Readiness: a model is loaded and answers",
-    responses={503: {"model": ErrorResponse, "description": "no model can answer yet"}},
+    responses=error_responses(BackendUnavailable, GatewayError),
 )
 async def readyz(backend: BackendDep) -> HealthResponse:
     if not await backend.ready():

@@ -13,12 +13,13 @@ from contract import (
 )
 from serving.api.deps import BackendDep, SettingsDep
 from serving.api.schemas import (
-    ErrorResponse,
     InputContract,
     ModelsResponse,
     OutputContract,
     RequestLimits,
+    error_responses,
 )
+from serving.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError
 
 router = APIRouter(tags=["models"])
 
@@ -38,7 +39,7 @@ OUTPUT_CONTRACT = OutputContract(name=OUTPUT_KEY, dtype="float32", shape=[None, 
 @router.get(
     "/v1/models",
     summary="The served model: versions, backend and input contract",
-    responses={503: {"model": ErrorResponse, "description": "no model loaded yet"}},
+    responses=error_responses(BackendError, BackendUnavailable, BackendTimeout, GatewayError),
 )
 async def models(backend: BackendDep, settings: SettingsDep) -> ModelsResponse:
     info = await backend.model_info()

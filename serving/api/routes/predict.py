@@ -4,6 +4,9 @@ The request path, each stage timed: read uploads -> decode + preprocess (per ima
 one backend call for the whole batch -> postprocess into the response.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -11,13 +14,24 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.schemas import ErrorResponse, ModelRef, Prediction, PredictResponse
+from serving.api.schemas import ModelRef, Prediction, PredictResponse, error_responses
 from serving.api.uploads import PredictJSON, Upload, read_uploads
 from serving.backends.base import Backend
-from serving.errors import GatewayError, InvalidRequest
+from serving.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadImage,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    NoInk,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from serving.inline import InlineBudget
 from serving.observability import GatewayMetrics
-from serving.preprocessing import decode, pixel_count, prepare
+from serving.preprocessing import OpenedImage, decode, mnist_like, open_image
 from serving.settings import Settings
 
 
@@ -95,15 +109,18 @@ _QUERY_PARAMETERS = [
     for name, field in ModelChoice.model_fields.items()
 ]
 
-_ERRORS = {
-    400: {"model": ErrorResponse, "description": "an image cannot be decoded"},
-    404: {"model": ErrorResponse, "description": "the requested version or label is not served"},
-    413: {"model": ErrorResponse, "description": "too many bytes, pixels or files"},
-    415: {"model": ErrorResponse, "description": "not multipart/JSON, or an unsupported format"},
-    422: {"model": ErrorResponse, "description": "malformed request, or an image without ink"},
-    503: {"model": ErrorResponse, "description": "no model can answer now (Retry-After)"},
-    504: {"model": ErrorResponse, "description": "the model did not answer in time"},
-}
+ERRORS = (
+    BadImage,
+    ModelNotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidRequest,
+    NoInk,
+    GatewayError,
+    BackendError,
+    BackendUnavailable,
+    BackendTimeout,
+)
 
 
 @router.post(
@@ -116,7 +133,7 @@ _ERRORS = {
         "image (no ink) is refused with 422 `no_ink`."
     ),
     openapi_extra={"requestBody": _REQUEST_BODY, "parameters": _QUERY_PARAMETERS},
-    responses=_ERRORS,
+    responses=error_responses(*ERRORS),
     response_model=PredictResponse,
 )
 async def predict(request: Request) -> Response:
@@ -134,12 +151,15 @@ async def predict(request: Request) -> Response:
         max_bytes=settings.max_request_bytes,
         max_files=settings.max_files_per_request,
     )
-    if _small_enough_for_the_loop(uploads, InlineBudget(settings.inline_budget_ms)):
-        images = prepare_images(uploads, settings.max_image_pixels, metrics)
+    opened = []
+    for index, upload in enumerate(uploads, start=1):
+        with _named(index, upload):
+            opened.append(open_image(upload.data, max_pixels=settings.max_image_pixels))
+    pixels = sum(image.pixels for image in opened)
+    if InlineBudget(settings.inline_budget_ms).preprocess(len(opened), pixels):
+        images = prepare_images(uploads, opened, metrics)
     else:
-        images = await run_in_threadpool(
-            prepare_images, uploads, settings.max_image_pixels, metrics
-        )
+        images = await run_in_threadpool(prepare_images, uploads, opened, metrics)
     with metrics.time_stage("model"):
         result = await backend.predict(images, version=version, label=label)
     response = postprocess(
@@ -148,15 +168,6 @@ async def predict(request: Request) -> Response:
     # Serialised here, by the model itself: the same bytes FastAPI would send, without
     # its second validation pass against the response model (~20 us a request).
     return Response(content=response.model_dump_json(), media_type="application/json")
-
-
-def _small_enough_for_the_loop(uploads: list[Upload], budget: InlineBudget) -> bool:
-    pixels = 0
-    for upload in uploads:  # stops at the first header that tips it: no need to read all
-        pixels += pixel_count(upload.data)
-        if not budget.preprocess(len(uploads), pixels):
-            return False
-    return True
 
 
 def _model_choice(request: Request) -> tuple[str | None, str | None]:
@@ -174,20 +185,28 @@ def _model_choice(request: Request) -> tuple[str | None, str | None]:
     return choice.version, choice.label
 
 
-def prepare_images(uploads: list[Upload], max_pixels: int, metrics: GatewayMetrics) -> np.ndarray:
-    """Decode and preprocess every upload into one float32 [n, 28, 28, 1] batch."""
+@contextmanager
+def _named(index: int, upload: Upload) -> Iterator[None]:
+    """Name the image in its error: in a batch of 20, "truncated PNG" alone does not help."""
+    try:
+        yield
+    except GatewayError as error:
+        name = f" ({upload.filename!r})" if upload.filename else ""
+        error.message = f"image {index}{name}: {error.message}"
+        raise
+
+
+def prepare_images(
+    uploads: list[Upload], opened: list[OpenedImage], metrics: GatewayMetrics
+) -> np.ndarray:
+    """Decode and preprocess every opened upload into one float32 [n, 28, 28, 1] batch."""
     batch = []
-    for index, upload in enumerate(uploads, start=1):
-        try:
+    for index, (upload, image) in enumerate(zip(uploads, opened, strict=True), start=1):
+        with _named(index, upload):
             with metrics.time_stage("decode"):
-                image, facts = decode(upload.data, max_pixels=max_pixels)
+                gray = decode(image)
             with metrics.time_stage("preprocess"):
-                batch.append(prepare(image, facts))
-        except GatewayError as error:
-            # Name the image: in a batch of 20 "truncated PNG" alone does not help.
-            name = f" ({upload.filename!r})" if upload.filename else ""
-            error.message = f"image {index}{name}: {error.message}"
-            raise
+                batch.append(mnist_like(gray, lossy=image.lossy))
     return np.stack(batch)
 
 

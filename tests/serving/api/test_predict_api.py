@@ -1,11 +1,24 @@
 """Every endpoint of the gateway, through the real app serving the real tiny SavedModel."""
 
 import base64
+import re
 
 import numpy as np
 import pytest
 
 from contract import LABELS, NUM_CLASSES
+from serving.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadImage,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    NoInk,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from tests.utils.imagefiles import dark_on_white, png
 
 
@@ -117,15 +130,24 @@ def test_healthz_and_readyz_answer_ok_with_a_model_loaded(client):
     assert ready.json() == {"status": "ready"}
 
 
-def test_request_id_is_echoed_when_given_and_generated_otherwise(client):
+def test_request_id_is_echoed_when_given(client):
     given = client.get("/healthz", headers={"X-Request-ID": "trace-42"})
     assert given.headers["X-Request-ID"] == "trace-42"
 
-    generated = client.get("/healthz")
-    assert len(generated.headers["X-Request-ID"]) >= 16
 
-    unsafe = client.get("/healthz", headers={"X-Request-ID": "a b\tinjected"})
-    assert unsafe.headers["X-Request-ID"] != "a b\tinjected"
+@pytest.mark.parametrize(
+    "given", [None, "a b\tinjected", "x" * 129, "semi;colon"], ids=["none", "spaces", "long", ";"]
+)
+def test_a_new_request_id_is_generated_without_an_acceptable_one(client, given):
+    headers = {"Content-Type": "text/plain"} | ({} if given is None else {"X-Request-ID": given})
+    ids = []
+    for _ in range(2):
+        response = client.post("/v1/predict", content=b"x", headers=headers)
+        request_id = response.headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+        assert response.json()["error"]["request_id"] == request_id
+        ids.append(request_id)
+    assert ids[0] != ids[1]
 
 
 def test_errors_carry_the_request_id_of_their_request(client):
@@ -151,9 +173,57 @@ def test_openapi_documents_predict_with_both_body_types_and_examples(client):
     predict = spec["paths"]["/v1/predict"]["post"]
     content = predict["requestBody"]["content"]
     assert set(content) == {"multipart/form-data", "application/json"}
+    assert content["multipart/form-data"]["schema"]["properties"]["file"]["items"] == {
+        "type": "string",
+        "format": "binary",
+    }
     assert content["application/json"]["example"]["images"]
-    assert {"400", "413", "415", "422", "503"} <= set(predict["responses"])
     assert client.get("/docs").status_code == 200
+
+
+# The README's error table: every status /v1/predict answers with, and its codes.
+PREDICT_ERRORS = {
+    400: [BadImage],
+    404: [ModelNotFound],
+    413: [PayloadTooLarge],
+    415: [UnsupportedMediaType],
+    422: [InvalidRequest, NoInk],
+    500: [GatewayError],
+    502: [BackendError],
+    503: [BackendUnavailable],
+    504: [BackendTimeout],
+}
+
+
+def test_openapi_lists_exactly_the_errors_predict_answers_with(client):
+    responses = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["responses"]
+    assert set(responses) == {"200", *map(str, PREDICT_ERRORS)}
+    for status, errors in PREDICT_ERRORS.items():
+        response = responses[str(status)]
+        assert [error.status_code for error in errors] == [status] * len(errors)
+        assert response["description"] == "\n\n".join(
+            f"`{error.code}`: {error.description()}" for error in errors
+        )
+        schema = response["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert [error.code for errors in PREDICT_ERRORS.values() for error in errors] == [
+        "bad_image",
+        "model_not_found",
+        "payload_too_large",
+        "unsupported_media_type",
+        "invalid_request",
+        "no_ink",
+        "internal_error",
+        "backend_error",
+        "backend_unavailable",
+        "backend_timeout",
+    ]
+
+
+def test_openapi_documents_the_errors_of_models_and_readyz(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/v1/models"]["get"]["responses"]) == {"200", "500", "502", "503", "504"}
+    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "500", "503"}
 
 
 def test_openapi_json_example_is_a_real_image_the_gateway_accepts(client):
