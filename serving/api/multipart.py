@@ -1,9 +1,9 @@
 """The common shape of a multipart/form-data upload, parsed with a few `bytes.find` calls.
 
 Starlette's parser (python-multipart) handles every legal body, in Python, part by part
-through callbacks and a spooled temporary file per file: ~45 us of a ~400 us predict
-request for one small image (cProfile of the hot path). Browsers, curl, httpx, requests
-and our own client all send one canonical shape:
+through callbacks and a spooled temporary file per file: several times the cost of these
+few searches for the one small image a typical request holds (docs/benchmarks.md).
+Browsers, curl, httpx, requests and our own client all send one canonical shape:
 
     --B CRLF  Content-Disposition: form-data; name="file"; filename="x.png" CRLF
               Content-Type: image/png CRLF  CRLF  <data>  CRLF
@@ -13,8 +13,9 @@ and our own client all send one canonical shape:
 `parse_file_parts` parses exactly that shape and gives the parts Starlette would give.
 For anything else (a preamble or epilogue, escapes or `filename*=` in a header, a part
 without a filename, folded or oversized headers, bare LFs, a truncated body...) it
-returns None and the caller hands the same bytes to Starlette's parser, so every odd or
-malformed body is treated exactly as before.
+returns None and the caller hands the same bytes to Starlette's parser instead: each
+body is parsed once, by one of the two, and every odd or malformed body is judged by the
+library.
 """
 
 import re

@@ -2,6 +2,8 @@
 
 The body is read through a byte counter, so a request over the limit is refused as soon
 as it crosses it, whatever its Content-Length header claimed (or whether it had one).
+A multipart body is then parsed once: by the canonical fast path (`multipart.py`) or,
+when it has any other shape, by Starlette's parser.
 """
 
 import base64
@@ -71,31 +73,23 @@ async def _counted(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
 async def _read_multipart(
     request: Request, body: AsyncIterator[bytes], *, max_files: int
 ) -> list[Upload]:
-    chunks: list[bytes] = []
-    try:
-        async for chunk in body:
-            chunks.append(chunk)
-    except PayloadTooLarge as too_large:
-        # Starlette's parser used to read the body as it arrived, so a malformed start (or
-        # too many files) was reported before the size: replay what came, then the error.
-        await _read_multipart_with_starlette(request, _replay(chunks, too_large), max_files)
-        raise
+    raw = b"".join([chunk async for chunk in body])
     boundary = canonical_boundary(request.headers["content-type"].encode("latin-1"))
-    parts = parse_file_parts(b"".join(chunks), boundary) if boundary else None
-    if parts is not None and len(parts) <= max_files:
-        return [_upload(part, index) for index, part in enumerate(parts, start=1)]
-    # Anything but the canonical shape (or too many files, whose error Starlette words):
-    # Starlette's own parser, on the same chunks.
-    return await _read_multipart_with_starlette(request, _replay(chunks), max_files)
+    parts = parse_file_parts(raw, boundary) if boundary else None
+    if parts is None:
+        # Anything but the canonical shape: Starlette's own parser, on the same bytes.
+        return await _read_multipart_with_starlette(request, _once(raw), max_files)
+    if len(parts) > max_files:
+        raise _too_many_files(max_files)
+    return [_upload(part, index) for index, part in enumerate(parts, start=1)]
 
 
-async def _replay(
-    chunks: list[bytes], error: Exception | None = None
-) -> AsyncGenerator[bytes, None]:
-    for chunk in chunks:
-        yield chunk
-    if error is not None:
-        raise error
+async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
+    yield data
+
+
+def _too_many_files(max_files: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"too many files in one request (limit {max_files})")
 
 
 async def _read_multipart_with_starlette(
@@ -106,7 +100,7 @@ async def _read_multipart_with_starlette(
         form = await parser.parse()
     except MultiPartException as error:
         if error.message.startswith("Too many files"):
-            raise PayloadTooLarge(f"too many files in one request (limit {max_files})") from None
+            raise _too_many_files(max_files) from None
         raise InvalidRequest(f"malformed multipart body: {error.message}") from None
     try:
         uploads = []
