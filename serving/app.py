@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import preprocessing
@@ -48,7 +49,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
         finally:
             await backend.close()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts and styles served by the gateway itself (not
+    # FastAPI's default CDN): the API docs work in an air-gapped cluster.
+    app = FastAPIOffline(
         title="mnist-serving gateway",
         summary="Handwritten digit recognition: upload an image, get class probabilities.",
         version="1",
