@@ -163,6 +163,12 @@ class Supervisor:
                 logger.info("worker [%d] ready", worker.process.pid)
             elif message[:1] == CLOSED and len(message) == 1 + _CLOSED_TOTAL.size:
                 worker.closed = max(worker.closed, _CLOSED_TOTAL.unpack_from(message, 1)[0])
+                logger.debug(
+                    "worker [%d]: %d of %d connections closed",
+                    worker.process.pid,
+                    worker.closed,
+                    worker.handed,
+                )
 
     def _forget(self, worker: Worker) -> None:
         worker.ready = False

@@ -1,6 +1,7 @@
 """Several workers behind one port (`serving.runtime.supervisor`), driven through the launcher as
 `GATEWAY_WORKERS` > 1 runs it, with a small app whose answers name the worker."""
 
+import json
 import os
 import re
 import signal
@@ -83,6 +84,51 @@ def alive(pid: int) -> bool:
         return stat.read().split(") ", 1)[1][0] != "Z"
 
 
+class Gate:
+    """A port on 127.0.0.1 where the whoami app waits (see whoami_app): `wait_for(n)`
+    returns once n of its callers are there, with their pids; `open()` lets them on."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        # Generous: the launcher warms up the preprocessing kernels before any worker.
+        self._listener.settimeout(180)
+        self.port = self._listener.getsockname()[1]
+        self._waiting: list[socket.socket] = []
+
+    def wait_for(self, count: int) -> list[int]:
+        pids = []
+        for _ in range(count):
+            caller, _ = self._listener.accept()
+            caller.settimeout(60)
+            self._waiting.append(caller)
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = caller.recv(64)
+                assert chunk, "the caller left the gate"
+                line += chunk
+            pids.append(int(line))
+        return pids
+
+    def open(self) -> None:
+        for caller in self._waiting:
+            caller.sendall(b"go\n")
+
+    def __enter__(self) -> "Gate":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for caller in self._waiting:
+            caller.close()
+        self._listener.close()
+
+
+def _read_to_end(connection: socket.socket) -> bytes:
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def wait_until(condition, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -108,16 +154,18 @@ def test_connections_are_spread_evenly_over_the_workers(supervised):
 
 
 def test_the_worker_whose_connections_closed_gets_the_next_ones(supervised):
-    server = supervised(workers=2)
+    server = supervised(workers=2, GATEWAY_LOG_LEVEL="debug")
     server.wait_ready()
     clients = [httpx.Client(base_url=server.url, timeout=10) for _ in range(4)]
     pids = [pid_of(client) for client in clients]
     freed = pids[0]
+    assert sorted(Counter(pids).values()) == [2, 2]
     for client, pid in zip(clients, pids, strict=True):
         if pid == freed:
             client.close()
-    # The worker reports the closes as it sees the clients' FINs; give that a moment.
-    time.sleep(1.0)
+    # The worker reports the closes as it sees the clients' FINs; the supervisor says
+    # (at debug level) when it has counted them.
+    server.wait_for_log(rf"worker \[{freed}\]: 2 of 2 connections closed")
     newcomers = [httpx.Client(base_url=server.url, timeout=10) for _ in range(2)]
     try:
         assert [pid_of(client) for client in newcomers] == [freed, freed]
@@ -127,14 +175,21 @@ def test_the_worker_whose_connections_closed_gets_the_next_ones(supervised):
 
 
 def test_connections_made_before_any_worker_is_ready_wait_and_are_served(supervised):
-    server = supervised(workers=2, WHOAMI_STARTUP_SECONDS="3")
-    server.wait_for_log(r"started worker \[\d+\]", 2)
-    started = time.monotonic()
-    # Not refused while the workers start: the connection waits in the listen backlog.
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        pid = pid_of(client)
+    with Gate() as gate:
+        server = supervised(workers=2, WHOAMI_START_GATE=str(gate.port))
+        starting = gate.wait_for(2)  # both workers are inside their app's start-up
+        # Not refused while the workers start: the connection waits in the listen
+        # backlog, and so does a request sent on it.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: whoami\r\nConnection: close\r\n\r\n")
+            assert server.ready_workers() == []  # none can be before the gate opens
+            gate.open()
+            response = _read_to_end(connection)
+    head, body = response.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    pid = json.loads(body)["pid"]
+    assert pid in starting
     assert pid in server.ready_workers()
-    assert time.monotonic() - started > 1  # it really did wait for the start-up
 
 
 def test_a_worker_that_dies_is_replaced_while_the_other_keeps_serving(supervised):
@@ -165,17 +220,26 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_zero(supervised):
     server.wait_ready()
     workers = server.ready_workers()
     answer: dict = {}
+    with Gate() as gate:
 
-    def slow_request() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            answer["response"] = client.get("/slow", params={"seconds": 2})
+        def blocked_request() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                answer["response"] = client.get("/block", params={"gate": gate.port})
 
-    requester = threading.Thread(target=slow_request)
-    requester.start()
-    time.sleep(0.5)  # the request is in a worker now
-    server.process.send_signal(signal.SIGTERM)
-    requester.join(timeout=30)
+        requester = threading.Thread(target=blocked_request)
+        requester.start()
+        [busy] = gate.wait_for(1)  # the request is in a worker now
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log(rf"\[{busy}\] uvicorn.error: Waiting for connections to close")
+        # Draining: the request is held, the launcher up, new connections refused.
+        assert "response" not in answer
+        assert server.process.poll() is None
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port)).close()
+        gate.open()
+        requester.join(timeout=60)
     assert answer["response"].status_code == 200
+    assert answer["response"].json() == {"pid": busy}
     assert server.exit_status() == 0
     assert not any(alive(pid) for pid in workers)
     with (

@@ -1,12 +1,26 @@
 """A small ASGI app for the supervisor's tests: each answer names the worker's pid.
 
-`/slow?seconds=S` answers after S seconds (a request in flight at shutdown);
-WHOAMI_STARTUP_SECONDS delays the app's start-up (a worker not ready yet)."""
+Gates let a test order events by what happened, never by waiting a while. A gate is a
+port on 127.0.0.1 that the test listens on: the app connects to it and sends its pid
+when it gets there (so the test knows), then waits until the test answers.
+- WHOAMI_START_GATE=PORT: the app's start-up, and so the worker's readiness, waits there;
+- `/block?gate=PORT`: the request waits there, inside the worker.
+"""
 
 import asyncio
 import json
 import os
 from urllib.parse import parse_qs
+
+
+async def pass_gate(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"{os.getpid()}\n".encode())
+        await writer.drain()
+        await reader.readline()
+    finally:
+        writer.close()
 
 
 def create_app():
@@ -15,18 +29,21 @@ def create_app():
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    await asyncio.sleep(float(os.environ.get("WHOAMI_STARTUP_SECONDS", "0")))
+                    if gate := os.environ.get("WHOAMI_START_GATE"):
+                        await pass_gate(int(gate))
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
             return
-        if scope["path"] == "/slow":
-            query = parse_qs(scope["query_string"].decode())
-            await asyncio.sleep(float(query.get("seconds", ["1"])[0]))
+        if scope["path"] == "/block":
+            await pass_gate(int(parse_qs(scope["query_string"].decode())["gate"][0]))
         body = json.dumps({"pid": os.getpid()}).encode()
-        headers = [(b"content-type", b"application/json")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
