@@ -80,9 +80,9 @@ class GatewayMetrics:
             multiprocess_mode="mostrecent",
         )
 
-        # Children by label values: labels() costs a lock and a few microseconds a call,
-        # several calls a request. Label values are bounded (route templates, statuses,
-        # stages, digits x versions), so the cache is too.
+        # Children by label values: labels() takes a lock and builds the child's key on
+        # every call, several calls a request. Label values are bounded (route templates,
+        # statuses, stages, digits x versions), so the cache is too.
         self._children: dict[tuple, Counter | Histogram] = {}
 
     def child(self, metric, *labels: str):

@@ -3,11 +3,11 @@
 asyncio's event loop enables TCP_NODELAY only on sockets whose `proto` is IPPROTO_TCP, and
 uvicorn's own multi-worker mode binds its listening socket with `proto` 0 (uvicorn issue
 #3149): Nagle's algorithm then holds each response's body until the client ACKs its
-headers, and the client delays that ACK, ~40 ms added to every keep-alive request. The
+headers, and the client delays that ACK, a stall on every keep-alive request. The
 gateway's supervisor hands workers sockets asyncio does recognise, but the option is set
 here whatever the event loop (uvloop sets it itself) and however the socket reached the
-server, so no way of running the app brings the stall back (tests/serving/runtime/test_nodelay.py
-holds both paths to it).
+server, so no way of running the app brings the stall back
+(tests/serving/runtime/test_nodelay.py holds both paths to it).
 """
 
 import asyncio

@@ -2,13 +2,13 @@
 hands it to the ready worker holding the fewest open connections.
 
 uvicorn's own multi-worker mode lets each worker accept from one shared socket, and the
-worker that wakes first takes the whole burst: wrk's 32 keep-alive connections were
-measured split anywhere from 17/15 to 31/1 between two workers, and the busier worker's
-queue then sets the p99 (Node's cluster module hands connections out from its primary for
-the same reason). Here the connection itself travels to the worker (SCM_RIGHTS over a
-Unix socket); the worker serves it as its own and reports each close, so the supervisor
-knows every worker's open connections. Connections wait in the listen backlog until a
-worker is ready, and go only to workers that are.
+worker that wakes first takes the whole burst: a load generator's keep-alive connections
+end up split very unevenly between two workers (figures in docs/benchmarks.md), and the
+busier worker's queue then sets the p99 (Node's cluster module hands connections out
+from its primary for the same reason). Here the connection itself travels to the worker
+(SCM_RIGHTS over a Unix socket); the worker serves it as its own and reports each close,
+so the supervisor knows every worker's open connections. Connections wait in the listen
+backlog until a worker is ready, and go only to workers that are.
 """
 
 import contextlib
