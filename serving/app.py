@@ -49,8 +49,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
         finally:
             await backend.close()
 
-    # /docs and /redoc with their scripts and styles served by the gateway itself (not
-    # FastAPI's default CDN): the API docs work in an air-gapped cluster.
+    # /docs and /redoc's scripts and styles from the gateway, not a CDN: air-gapped clusters.
     app = FastAPIOffline(
         title="mnist-serving gateway",
         summary="Handwritten digit recognition: upload an image, get class probabilities.",

@@ -6,8 +6,6 @@ the one JSON error shape in exactly one place (`serving.app`'s exception handler
 the descriptions /openapi.json gives (`serving.api.schemas.error_responses`).
 """
 
-import inspect
-
 
 class GatewayError(Exception):
     """A failure of the gateway itself; the details go to the server log, not the client."""
@@ -19,10 +17,6 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
-
-    @classmethod
-    def description(cls) -> str:
-        return " ".join(inspect.getdoc(cls).split())
 
 
 class BadImage(GatewayError):

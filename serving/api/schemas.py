@@ -1,5 +1,6 @@
 """Response bodies of the HTTP API (also what /docs shows)."""
 
+import inspect
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -22,7 +23,8 @@ def error_responses(*errors: type[GatewayError]) -> dict[int | str, dict[str, An
     the codes that share it (422 `invalid_request` and `no_ink`) described together."""
     codes: dict[int | str, list[str]] = {}
     for error in sorted(errors, key=lambda error: error.status_code):
-        codes.setdefault(error.status_code, []).append(f"`{error.code}`: {error.description()}")
+        description = " ".join(inspect.getdoc(error).split())  # the class's docstring
+        codes.setdefault(error.status_code, []).append(f"`{error.code}`: {description}")
     return {
         status: {"model": ErrorResponse, "description": "\n\n".join(lines)}
         for status, lines in codes.items()

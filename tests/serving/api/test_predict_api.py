@@ -1,6 +1,7 @@
 """Every endpoint of the gateway, through the real app serving the real tiny SavedModel."""
 
 import base64
+import inspect
 import re
 
 import numpy as np
@@ -202,7 +203,7 @@ def test_openapi_lists_exactly_the_errors_predict_answers_with(client):
         response = responses[str(status)]
         assert [error.status_code for error in errors] == [status] * len(errors)
         assert response["description"] == "\n\n".join(
-            f"`{error.code}`: {error.description()}" for error in errors
+            f"`{error.code}`: {' '.join(inspect.getdoc(error).split())}" for error in errors
         )
         schema = response["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
