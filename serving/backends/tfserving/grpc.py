@@ -1,4 +1,5 @@
-"""TensorFlow Serving over gRPC (`tensorflow-serving-api` protos, `grpc.aio`).
+"""TensorFlow Serving over gRPC (`grpc.aio`, the project's own wire-compatible messages in
+`messages`: no TensorFlow in the gateway).
 
 - PredictionService.Predict: model_spec {name, signature_name, version | version_label},
   inputs {"image": float32 [n, 28, 28, 1]}; the answer's model_spec.version is the
@@ -25,18 +26,10 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, wrappers_pb2
 from grpc import aio
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 
 from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from serving.backends.base import BatchPrediction, ModelInfo
+from serving.backends.tfserving import messages as pb
 from serving.backends.tfserving.common import (
     TFServingBackend,
     check_probabilities,
@@ -54,32 +47,32 @@ from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+AVAILABLE = pb.ModelVersionStatus.AVAILABLE
 # Reconnect quickly after the server comes back (gRPC's default backoff grows to 120 s).
 RECONNECT_BACKOFF_MS = {"initial": 200, "min": 200, "max": 2000}
 
 
-def ndarray_to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+def ndarray_to_tensor_proto(array: np.ndarray) -> pb.TensorProto:
     """float32 array -> TensorProto with the raw little-endian bytes in tensor_content."""
     array = np.ascontiguousarray(array, dtype="<f4")
-    return tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_FLOAT,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]
+    return pb.TensorProto(
+        dtype=pb.DataType.DT_FLOAT,
+        tensor_shape=pb.TensorShapeProto(
+            dim=[pb.TensorShapeProto.Dim(size=size) for size in array.shape]
         ),
         tensor_content=array.tobytes(),
     )
 
 
-def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+def tensor_proto_to_ndarray(proto: pb.TensorProto) -> np.ndarray:
     """DT_FLOAT TensorProto -> float32 array, from tensor_content or float_val.
 
     TF Serving answers with float_val (Tensor::AsProtoField); a repeated field shorter
     than the shape means "repeat the last value" (TensorFlow's compact encoding).
     """
-    if proto.dtype != types_pb2.DT_FLOAT:
+    if proto.dtype != pb.DataType.DT_FLOAT:
         raise BackendError(
-            f"the model answered dtype {types_pb2.DataType.Name(proto.dtype)}, not DT_FLOAT"
+            f"the model answered dtype {pb.DataType.Name(proto.dtype)}, not DT_FLOAT"
         )
     shape = tuple(dim.size for dim in proto.tensor_shape.dim)
     size = math.prod(shape)
@@ -127,8 +120,8 @@ class GrpcBackend(TFServingBackend):
     async def start(self) -> None:
         # Connecting is lazy: a server that is down now makes readiness false, not start().
         self._channel = aio.insecure_channel(self.target, options=self._options)
-        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._predictions = pb.PredictionServiceStub(self._channel)
+        self._models = pb.ModelServiceStub(self._channel)
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -136,7 +129,7 @@ class GrpcBackend(TFServingBackend):
             self._channel = None
 
     def _model_spec(self, version: int | None = None, label: str | None = None, **kwargs):
-        spec = model_pb2.ModelSpec(name=self.model_name, **kwargs)
+        spec = pb.ModelSpec(name=self.model_name, **kwargs)
         if version is not None:
             spec.version.CopyFrom(wrappers_pb2.Int64Value(value=version))
         elif label is not None:
@@ -156,13 +149,13 @@ class GrpcBackend(TFServingBackend):
         deadline: Deadline,
     ) -> BatchPrediction:
         predictions, _ = self._stubs_or_raise()
-        request = predict_pb2.PredictRequest(
+        request = pb.PredictRequest(
             model_spec=self._model_spec(version, label, signature_name=SIGNATURE_NAME),
             output_filter=[OUTPUT_KEY],
         )
         request.inputs[INPUT_KEY].CopyFrom(ndarray_to_tensor_proto(images))
 
-        async def attempt(seconds_left: float) -> predict_pb2.PredictResponse:
+        async def attempt(seconds_left: float) -> pb.PredictResponse:
             try:
                 return await predictions.Predict(request, timeout=seconds_left)
             except aio.AioRpcError as error:
@@ -184,9 +177,9 @@ class GrpcBackend(TFServingBackend):
 
     async def _model_status(self, deadline: Deadline, *, retry: bool = True):
         _, models = self._stubs_or_raise()
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._model_spec())
+        request = pb.GetModelStatusRequest(model_spec=self._model_spec())
 
-        async def attempt(seconds_left: float) -> get_model_status_pb2.GetModelStatusResponse:
+        async def attempt(seconds_left: float) -> pb.GetModelStatusResponse:
             try:
                 return await models.GetModelStatus(request, timeout=seconds_left)
             except aio.AioRpcError as error:
@@ -196,13 +189,13 @@ class GrpcBackend(TFServingBackend):
 
     async def _metadata(
         self, deadline: Deadline, label: str | None = None
-    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    ) -> pb.GetModelMetadataResponse:
         predictions, _ = self._stubs_or_raise()
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
+        request = pb.GetModelMetadataRequest(
             model_spec=self._model_spec(label=label), metadata_field=["signature_def"]
         )
 
-        async def attempt(seconds_left: float) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        async def attempt(seconds_left: float) -> pb.GetModelMetadataResponse:
             try:
                 return await predictions.GetModelMetadata(request, timeout=seconds_left)
             except aio.AioRpcError as error:
@@ -222,8 +215,10 @@ class GrpcBackend(TFServingBackend):
             raise BackendUnavailable(f"TF Serving has no AVAILABLE version of {self.model_name}")
         # What a request without version or label gets (the default label, when set).
         metadata = await self._metadata(deadline, self.default_label)
-        signature_def_map = get_model_metadata_pb2.SignatureDefMap()
-        metadata.metadata["signature_def"].Unpack(signature_def_map)
+        try:
+            signature_def_map = pb.unpack_signature_def_map(metadata.metadata["signature_def"])
+        except ValueError as error:
+            raise BackendError(f"unexpected metadata from TF Serving: {error}") from None
         problems = signature_contract_problems(
             json_format.MessageToDict(signature_def_map, preserving_proto_field_name=True)
         )
