@@ -52,11 +52,12 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
-# Debian packages some tests drive: the browser and wrk for benchmarks.
+# Debian packages some tests drive: the browser, wrk for benchmarks, podman (runc,
+# debootstrap) to build and run the gateway image (scripts/images.sh).
 system-deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends \
-		chromium wrk
+		chromium wrk podman runc debootstrap
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/ladder.py

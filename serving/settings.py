@@ -5,6 +5,7 @@ instead of surfacing later as odd behaviour under traffic.
 """
 
 import difflib
+import importlib.util
 import json
 import os
 from collections.abc import Mapping
@@ -87,6 +88,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "Settings":
+        if self.backend == "embedded" and importlib.util.find_spec("tensorflow") is None:
+            raise ValueError(
+                "GATEWAY_BACKEND=embedded needs TensorFlow, which this environment lacks: "
+                "install the `embedded` extra (pip install 'mnist-serving[embedded]'), or "
+                "set GATEWAY_BACKEND=grpc or rest to use TensorFlow Serving"
+            )
         if self.backend == "rest" and not self.tfserving_rest_url.startswith(
             ("http://", "https://")
         ):
