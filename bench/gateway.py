@@ -564,8 +564,9 @@ NOTES = """\
   batch 1 ~930 -> ~460 us (session with an inter-op thread) -> ~290-400 us (ops in the
   caller), batch 8 ~1,160 -> ~850 -> ~575-820 us, batch 32 ~2,460 -> ~2,170 -> ~1,640-1,860
   us; the same probabilities (tested). With batching on, batches of up to 16 images
-  (`GATEWAY_MODEL_INLINE_MAX_ROWS`) are then computed on the event loop instead of a
-  worker thread: the hand-off to the thread and back cost a loaded worker more than the
+  (then `GATEWAY_MODEL_INLINE_MAX_ROWS`; since 2026-12-02 the one rule of
+  `GATEWAY_INLINE_BUDGET_MS`, `serving/inline.py`) are then computed on the event loop
+  instead of a worker thread: the hand-off to the thread and back cost a loaded worker more than the
   batch (2 workers, one 28x28 PNG, c=32: ~1,660 -> ~2,110 req/s; c=1 p50 2.1 -> 1.7 ms).
   Not without the batcher: every request then made its own inline call and some
   connections waited for seconds (1 worker, c=32: p99 515 ms against 76 ms with the
@@ -573,12 +574,22 @@ NOTES = """\
   thread. Why the loop then starves some connections was not found.
   For the same reason uploads of up to 300x300 pixels in all, a batch of small images
   included, are prepared on the loop (batch of 8 PNGs, c=32: ~320 -> ~450 req/s).
+- **One preprocessing, no oracle** (2026-12-02). The kernels no longer reproduce numpy's
+  internals bit for bit (its pairwise summation, median and percentile were rewritten by
+  hand for that, and a 344-line numpy copy of the pipeline held them to it): plain loops
+  and numpy's own median and percentile inside the kernels, each kernel tested against its
+  numpy expression within 1e-6. `bench/preprocessing.py --compare-with <checkout of
+  f3ff5b3>` on 3,330 uploads (300 digits of the committed sample in each of 10
+  conditions, 630 typed digits): 3,329 within 1.8e-7 of the old outputs (max 1.8e-7,
+  mean 2e-10 a pixel), no outcome changed (every NoInk still NoInk); one thin-pen digit
+  is placed one pixel lower (its centre of mass on a rounding boundary; max difference
+  1.0, the whole frame the same shifted by one row).
 - **Where the CPU goes now** (`bench/hotpath.py`: the ASGI apps called in-process, one
   28x28 PNG a request, c=32, rows in turns, medians of 5). Before the compiled kernels:
   decode + preprocess ~46% of the gateway's CPU per request (~199 of 432 us), 3.2x the
   whole trivial route. numpy's per-call overhead (~150 calls for a 28x28 image) was the
-  cost, so the pixel loops became numba kernels (`serving/preprocessing/kernels.py`, bit
-  for bit the numpy results) and a small plain grayscale PNG is unfiltered by a kernel
+  cost, so the pixel loops became numba kernels (now beside each stage in
+  `serving/preprocessing/`) and a small plain grayscale PNG is unfiltered by a kernel
   instead of Pillow: in a tight loop decode + preprocess 99 -> 31 us (decode 18 -> 8,
   the rest 82 -> 21), in the request mix ~199 -> ~69 us; the gateway 432 -> 290 us a
   request, 2.2x the trivial route (131 us). py-spy under wrk (before the PNG path) put

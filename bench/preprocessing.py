@@ -6,6 +6,11 @@ step and behind serving.preprocessing (with ablations).
 
 Every image goes through the real path: encoded to bytes, decoded, preprocessed, then
 classified through the SavedModel's serving signature. Prints a table of accuracies (%).
+
+    python bench/preprocessing.py --compare-with /tmp/base [--count 300]
+
+needs no model: puts the same uploads through the preprocessing of another checkout (a
+tree at an earlier commit) and through this one, and prints how far the outputs differ.
 """
 
 import argparse
@@ -13,7 +18,11 @@ import contextlib
 import io
 import itertools
 import os
+import pickle
+import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from serving import preprocessing
+from serving.preprocessing import ink, placement
 
 FONT_DIR = Path("/usr/share/fonts/truetype")
 MAX_PIXELS = 40_000_000
@@ -186,14 +196,16 @@ def ours(data: bytes) -> np.ndarray:
 
 @contextlib.contextmanager
 def patched(**constants) -> Iterator[None]:
-    old = {name: getattr(preprocessing, name) for name in constants}
+    """The stage constants named set to other values (an ablation) for the duration."""
+    modules = {name: ink if hasattr(ink, name) else placement for name in constants}
+    old = {name: getattr(modules[name], name) for name in constants}
     for name, value in constants.items():
-        setattr(preprocessing, name, value)
+        setattr(modules[name], name, value)
     try:
         yield
     finally:
         for name, value in old.items():
-            setattr(preprocessing, name, value)
+            setattr(modules[name], name, value)
 
 
 PIPELINES: dict[str, tuple[Callable, dict]] = {
@@ -240,22 +252,7 @@ def accuracy(classify, pipeline, samples: list[tuple[bytes, int]]) -> tuple[floa
     return 100.0 * float(np.mean(predicted == np.array(labels))), elapsed_ms
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--export-base", type=Path, default=Path("models"))
-    default_data = Path(os.environ.get("MNIST_NPZ", "data/mnist-sample.npz"))
-    parser.add_argument("--data", type=Path, default=default_data)
-    parser.add_argument("--count", type=int, default=2000, help="MNIST test digits per condition")
-    parser.add_argument("--only", default="", help="run the conditions whose name contains this")
-    args = parser.parse_args()
-
-    classify, model_path = load_signature(args.export_base)
-    with np.load(args.data) as data:
-        x_test, y_test = data["x_test"][: args.count], data["y_test"][: args.count]
-    raw = 100.0 * float(np.mean(classify((x_test[..., None] / 255.0).astype(np.float32)) == y_test))
-    print(f"model {model_path}; {len(x_test)} MNIST test digits from {args.data}")
-    print(f"raw arrays straight into the model: {raw:.2f}%\n")
-
+def make_conditions(x_test, y_test, only: str = "") -> dict[str, list[tuple[bytes, int]]]:
     rng = np.random.default_rng(0)
     conditions = {
         name: [(make(image, rng), int(label)) for image, label in zip(x_test, y_test, strict=True)]
@@ -264,7 +261,108 @@ def main() -> None:
     typed = list(typed_digits(rng))
     if typed:
         conditions[f"typed digits ({len(fonts())} fonts x 3 sizes)"] = typed
-    conditions = {name: samples for name, samples in conditions.items() if args.only in name}
+    return {name: samples for name, samples in conditions.items() if only in name}
+
+
+# --- agreement with another checkout's preprocessing ------------------------------------
+
+# Run inside the other checkout: preprocess every upload, keep the array or the error's name.
+OUTPUTS_OF = textwrap.dedent(
+    """
+    import pickle, sys
+    from serving.preprocessing import preprocess
+    def outcome(data):
+        try:
+            return preprocess(data, max_pixels=int(sys.argv[3]))
+        except Exception as error:
+            return type(error).__name__
+    with open(sys.argv[1], "rb") as file:
+        uploads = pickle.load(file)
+    with open(sys.argv[2], "wb") as file:
+        pickle.dump([outcome(data) for data in uploads], file)
+    """
+)
+# Outputs further apart than this (in any pixel, of 1.0 full scale) count as different.
+TOLERANCE = 1e-5
+
+
+def outcomes_of(checkout: Path, uploads: list[bytes]) -> list:
+    with tempfile.TemporaryDirectory() as scratch:
+        sent, received = Path(scratch) / "uploads.pkl", Path(scratch) / "outcomes.pkl"
+        sent.write_bytes(pickle.dumps(uploads))
+        environment = {
+            **os.environ,
+            "PYTHONPATH": str(checkout),
+            "PYTHONDONTWRITEBYTECODE": "1",  # leave the other checkout as it is
+            "NUMBA_CACHE_DIR": str(Path(scratch) / "numba"),
+        }
+        subprocess.run(
+            [sys.executable, "-c", OUTPUTS_OF, str(sent), str(received), str(MAX_PIXELS)],
+            cwd=checkout,
+            env=environment,
+            check=True,
+        )
+        return pickle.loads(received.read_bytes())
+
+
+def compare(checkout: Path, conditions: dict[str, list[tuple[bytes, int]]]) -> None:
+    """Per condition: how far this tree's outputs are from the other checkout's, and how
+    many uploads had another outcome (an error on one side only, or another error)."""
+    uploads = [data for samples in conditions.values() for data, _ in samples]
+    theirs = iter(outcomes_of(checkout, uploads))
+    print(f"this tree against {checkout}; differing: some pixel differs by > {TOLERANCE:g}\n")
+    print("| condition | n | max abs diff | mean abs diff | share differing | other outcome |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    every, every_other = [], 0
+    for condition, samples in conditions.items():
+        differences, other_outcome = [], 0
+        for data, _ in samples:
+            before = next(theirs)
+            try:
+                after = ours(data)
+            except Exception as error:
+                after = type(error).__name__
+            if isinstance(before, str) or isinstance(after, str):
+                other_outcome += not (isinstance(before, str) and before == after)
+            else:
+                differences.append(np.abs(after - before).ravel())
+        print(_row(condition, len(samples), differences, other_outcome))
+        every += differences
+        every_other += other_outcome
+    print(_row("all", len(uploads), every, every_other))
+
+
+def _row(name: str, n: int, differences: list[np.ndarray], other_outcome: int) -> str:
+    if not differences:
+        return f"| {name} | {n} | | | | {other_outcome} |"
+    maxima = np.array([d.max() for d in differences])
+    mean = float(np.concatenate(differences).mean())
+    share = 100.0 * float(np.mean(maxima > TOLERANCE))
+    return f"| {name} | {n} | {maxima.max():.2e} | {mean:.2e} | {share:.2f}% | {other_outcome} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--export-base", type=Path, default=Path("models"))
+    default_data = Path(os.environ.get("MNIST_NPZ", "data/mnist-sample.npz"))
+    parser.add_argument("--data", type=Path, default=default_data)
+    parser.add_argument("--count", type=int, default=2000, help="MNIST test digits per condition")
+    parser.add_argument("--only", default="", help="run the conditions whose name contains this")
+    parser.add_argument(
+        "--compare-with", type=Path, help="another checkout: compare outputs, no model needed"
+    )
+    args = parser.parse_args()
+
+    with np.load(args.data) as data:
+        x_test, y_test = data["x_test"][: args.count], data["y_test"][: args.count]
+    if args.compare_with:
+        compare(args.compare_with.resolve(), make_conditions(x_test, y_test, args.only))
+        return
+    classify, model_path = load_signature(args.export_base)
+    raw = 100.0 * float(np.mean(classify((x_test[..., None] / 255.0).astype(np.float32)) == y_test))
+    print(f"model {model_path}; {len(x_test)} MNIST test digits from {args.data}")
+    print(f"raw arrays straight into the model: {raw:.2f}%\n")
+    conditions = make_conditions(x_test, y_test, args.only)
 
     names = list(PIPELINES)
     print("| condition | n | " + " | ".join(names) + " |")

@@ -4,9 +4,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
-import serving.preprocessing as P
 from contract import INPUT_SHAPE
 from serving.errors import BadImage, NoInk, PayloadTooLarge, UnsupportedMediaType
 from serving.preprocessing import SUPPORTED_FORMATS, decode, mnist_like, open_image, preprocess
@@ -283,20 +282,6 @@ def test_tightly_cropped_digits_keep_their_ink(mnist_sample):
         kept.append(run(encode(Image.fromarray(crop))).sum() / (image / 255.0).sum())
     # Measured: 99% do; 90% with only the stroke-wide window, 58% with neither guard.
     assert np.mean(np.array(kept) >= 0.9) >= 0.98
-
-
-# --- fast paths: each must give exactly what the straightforward computation gives ------
-# (the compiled pixel loops: test_preprocessing_kernels.py)
-
-
-@pytest.mark.parametrize("size", [3, 5, 9, 15])
-def test_the_stroke_dilation_is_pillows_max_filter(size):
-    rng = np.random.default_rng(size)
-    ink = rng.random((70, 50), dtype=np.float32) * (rng.random((70, 50)) > 0.97)
-    padded = np.pad(ink, size)
-    pillow = Image.fromarray(padded, mode="F").filter(ImageFilter.MaxFilter(size))
-    ours = P._square_extreme(padded, size, np.max)
-    assert ours.tobytes() == np.asarray(pillow, dtype=np.float32).tobytes()
 
 
 def test_the_header_is_read_once_per_upload(digit, monkeypatch):
