@@ -8,13 +8,14 @@ import difflib
 import importlib.util
 import json
 import os
+import re
 from collections.abc import Mapping
-from functools import lru_cache
 from pathlib import Path
-from typing import Literal, get_origin
+from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from contract import MODEL_NAME
 
@@ -113,7 +114,6 @@ class Settings(BaseSettings):
 
 
 ENV_PREFIX = "GATEWAY_"
-_NO_ENVIRONMENT = "\0NOT_READ_"
 
 
 class SettingsError(ValueError):
@@ -130,48 +130,35 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     )
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment, refusing misspelt names and bad values clearly."""
-    environ = os.environ if environ is None else environ
+def load_settings() -> Settings:
+    """Settings from the process environment, refusing misspelt names and bad values
+    clearly, every problem at once."""
     known = sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
     problems = []
-    for name in unknown_variables(environ):
+    for name in unknown_variables(os.environ):
         close = difflib.get_close_matches(name.upper(), known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         problems.append(f"{name}: not a setting{hint}")
-    values = {
-        name[len(ENV_PREFIX) :].lower(): value
-        for name, value in environ.items()
-        if name.upper() in known
-    }
     try:
-        parsed = {name: _parse(name, value) for name, value in values.items()}
-        # Exactly `environ` counts: with a prefix no variable has, pydantic-settings
-        # reads nothing from the process environment on top of it.
-        settings = Settings(_env_prefix=_NO_ENVIRONMENT, **parsed)
+        settings = Settings()
     except ValidationError as error:
-        problems.extend(_describe(error, values))
+        problems.extend(_describe(error))
+    except SourceError as error:  # a sequence setting that is not JSON: it stops there
+        named = re.search(r'field "(\w+)"', str(error))
+        variable = ENV_PREFIX + named.group(1).upper() if named else "a GATEWAY_ variable"
+        problems.append(f"{variable}: not a JSON list ({error.__cause__ or error})")
     if not problems:
         return settings
     raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-def _parse(field: str, value: str) -> object:
-    # Sequence settings are JSON in the environment, as pydantic-settings reads them.
-    if get_origin(Settings.model_fields[field].annotation) in (tuple, list, dict):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
-def _describe(error: ValidationError, values: Mapping[str, str]) -> list[str]:
+def _describe(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else ""
-        if field in values:
-            lines.append(f"{ENV_PREFIX}{field.upper()}={values[field]!r}: {item['msg']}")
+        if field in Settings.model_fields:
+            variable = ENV_PREFIX + field.upper()
+            lines.append(f"{variable}={item['input']!r}: {item['msg']}")
         else:
             lines.append(str(item["msg"]).removeprefix("Value error, "))
     return lines
@@ -194,8 +181,3 @@ def _as_environment_value(value: object) -> str:
     if isinstance(value, tuple | list):
         return json.dumps(list(value))
     return str(value)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return load_settings()

@@ -19,8 +19,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from contract import MODEL_NAME
 from serving.app import create_app
-from serving.settings import load_settings
 from tests.k8s.manifests import container, find, read_repo_file, resolve_env
+from tests.utils.gateway_setup import settings_from
 from tests.utils.tfserving_double import TFServingDouble
 
 
@@ -58,7 +58,7 @@ def gateway_as_deployed(rendered, overlay, double) -> TestClient:
     # The one difference from the cluster: TF Serving listens on loopback here.
     environment["GATEWAY_TFSERVING_GRPC_TARGET"] = double.grpc_target
     environment["GATEWAY_TFSERVING_REST_URL"] = double.rest_url
-    return TestClient(create_app(load_settings(environment)), raise_server_exceptions=False)
+    return TestClient(create_app(settings_from(environment)), raise_server_exceptions=False)
 
 
 def answering_version(client, digit_png, query="") -> str:

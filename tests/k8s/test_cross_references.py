@@ -14,7 +14,6 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from contract import MODEL_NAME
-from serving.settings import load_settings
 from tests.k8s.manifests import (
     OVERLAYS,
     all_containers,
@@ -31,6 +30,7 @@ from tests.k8s.manifests import (
 )
 from tests.utils.dockerfiles import exec_form, instructions, stages
 from tests.utils.environment import REPO_ROOT
+from tests.utils.gateway_setup import settings_from
 
 TFSERVING_CONFIG_DIR = "serving/tfserving"
 CONFIG_MOUNT = "/etc/tfserving"
@@ -305,7 +305,7 @@ def test_every_gateway_variable_is_a_valid_gateway_setting(rendered, overlay):
     assert names == list(environment), "only GATEWAY_ settings are set on the gateway"
 
     # The gateway's own loader: refuses unknown GATEWAY_ names and invalid values.
-    settings = load_settings(environment)
+    settings = settings_from(environment)
 
     assert settings.backend == "grpc"
     assert settings.model_name == MODEL_NAME
@@ -318,7 +318,7 @@ def test_every_gateway_variable_is_a_valid_gateway_setting(rendered, overlay):
 def test_gateway_balances_grpc_over_every_tf_serving_pod(rendered, overlay):
     manifests = rendered[overlay]
     deployment = find(manifests, "Deployment", "gateway")
-    settings = load_settings(resolve_env(deployment, container(deployment, "gateway")))
+    settings = settings_from(resolve_env(deployment, container(deployment, "gateway")))
 
     match = re.fullmatch(r"dns:///([a-z0-9-]+):(\d+)", settings.tfserving_grpc_target)
     assert match, settings.tfserving_grpc_target
@@ -342,7 +342,7 @@ def test_gateway_sends_batches_no_larger_than_tf_serving_accepts(rendered):
     (max_batch_size,) = re.findall(r"max_batch_size\s*\{\s*value\s*:\s*(\d+)\s*\}", batching)
     for overlay in OVERLAYS:
         deployment = find(rendered[overlay], "Deployment", "gateway")
-        settings = load_settings(resolve_env(deployment, container(deployment, "gateway")))
+        settings = settings_from(resolve_env(deployment, container(deployment, "gateway")))
         assert settings.tfserving_max_batch_size == int(max_batch_size)
 
 

@@ -4,24 +4,20 @@ import re
 
 import pytest
 
-from serving.settings import (
-    SettingsError,
-    environment_defaults,
-    load_settings,
-    unknown_variables,
-)
+from serving.settings import SettingsError, environment_defaults, unknown_variables
 from tests.utils.environment import REPO_ROOT
+from tests.utils.gateway_setup import settings_from
 
 
 def test_defaults_serve_the_embedded_backend_on_localhost_8000():
-    settings = load_settings({})
+    settings = settings_from({})
     assert settings.backend == "embedded"
     assert str(settings.model_base_path) == "models/mnist"
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
 
 
 def test_values_are_parsed_from_environment_strings():
-    settings = load_settings(
+    settings = settings_from(
         {
             "GATEWAY_PORT": "9000",
             "GATEWAY_WORKERS": "4",
@@ -38,14 +34,18 @@ def test_values_are_parsed_from_environment_strings():
     assert settings.tfserving_version_labels == ("stable",)
 
 
-def test_the_process_environment_is_not_read_when_a_mapping_is_given(monkeypatch):
-    monkeypatch.setenv("GATEWAY_PORT", "1234")
-    assert load_settings({}).port == 8000
+def test_sequences_are_json_and_a_bad_one_is_refused():
+    labels = settings_from({"GATEWAY_TFSERVING_VERSION_LABELS": '["stable", "canary"]'})
+    assert labels.tfserving_version_labels == ("stable", "canary")
+    with pytest.raises(SettingsError) as refused:
+        settings_from({"GATEWAY_TFSERVING_VERSION_LABELS": "stable,canary"})
+    assert "GATEWAY_TFSERVING_VERSION_LABELS" in str(refused.value)
+    assert "JSON" in str(refused.value)
 
 
 def test_a_misspelt_variable_is_refused_with_a_suggestion():
     with pytest.raises(SettingsError) as refused:
-        load_settings({"GATEWAY_MAX_REQUEST_BYTE": "100"})
+        settings_from({"GATEWAY_MAX_REQUEST_BYTE": "100"})
     assert "GATEWAY_MAX_REQUEST_BYTE: not a setting" in str(refused.value)
     assert "did you mean GATEWAY_MAX_REQUEST_BYTES?" in str(refused.value)
 
@@ -70,20 +70,20 @@ def test_unknown_variables_are_found_whatever_their_case():
 )
 def test_a_bad_value_is_refused_naming_the_variable_and_value(variable, value):
     with pytest.raises(SettingsError) as refused:
-        load_settings({variable: value})
+        settings_from({variable: value})
     assert f"{variable}={value!r}" in str(refused.value)
 
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(SettingsError) as refused:
-        load_settings({"GATEWAY_PORT": "x", "GATEWAY_WORKERS": "x"})
+        settings_from({"GATEWAY_PORT": "x", "GATEWAY_WORKERS": "x"})
     assert "GATEWAY_PORT" in str(refused.value)
     assert "GATEWAY_WORKERS" in str(refused.value)
 
 
 def test_a_bad_combination_is_refused():
     with pytest.raises(SettingsError, match="GATEWAY_TFSERVING_REST_URL"):
-        load_settings({"GATEWAY_BACKEND": "rest", "GATEWAY_TFSERVING_REST_URL": "localhost"})
+        settings_from({"GATEWAY_BACKEND": "rest", "GATEWAY_TFSERVING_REST_URL": "localhost"})
 
 
 def readme_configuration_rows() -> dict[str, str]:
