@@ -1,4 +1,5 @@
-"""Backends: where probabilities come from. `create_backend` is the one place that picks one."""
+"""Backends: where probabilities come from. `BACKENDS` names them; `create_backend` is
+the one place that picks one."""
 
 from collections.abc import Callable
 
@@ -6,7 +7,7 @@ from serving.backends.base import Backend, BatchPrediction, ModelInfo
 from serving.inline import InlineBudget
 from serving.settings import Settings
 
-__all__ = ["Backend", "BatchPrediction", "ModelInfo", "create_backend"]
+__all__ = ["BACKENDS", "Backend", "BatchPrediction", "ModelInfo", "create_backend"]
 
 
 def create_backend(
@@ -14,7 +15,7 @@ def create_backend(
 ) -> Backend:
     """The backend named by GATEWAY_BACKEND, wrapped for dynamic batching when enabled
     (`observe_batch` is then told the size of every batch it sends)."""
-    backend = _create_model_backend(settings)
+    backend = BACKENDS[settings.backend](settings)
     if settings.batching_enabled:
         from serving.backends.batching import BatchingBackend
 
@@ -27,29 +28,40 @@ def create_backend(
     return backend
 
 
-def _create_model_backend(settings: Settings) -> Backend:
-    # Imported lazily: each backend pulls in heavy libraries the others do not need.
-    if settings.backend == "embedded":
-        from serving.backends.embedded import EmbeddedBackend
+# Each factory imports its backend itself: each pulls in heavy libraries (TensorFlow,
+# gRPC, httpx) that the others do not need.
+def _embedded(settings: Settings) -> Backend:
+    from serving.backends.embedded import EmbeddedBackend
 
-        return EmbeddedBackend(
-            model_name=settings.model_name,
-            base_path=settings.model_base_path,
-            poll_seconds=settings.model_poll_seconds,
-            keep_versions=settings.model_keep_versions,
-            timeout_seconds=settings.backend_timeout_seconds,
-            intra_op_threads=settings.model_intra_op_threads,
-            # Model calls run on the loop only behind the batcher: without it every request
-            # made its own inline call, and the loop, blocked once per request, left some
-            # connections waiting for seconds (1 worker, c=64: p95 1.6 s against 0.13 s).
-            inline=InlineBudget(settings.inline_budget_ms if settings.batching_enabled else 0),
-        )
-    if settings.backend == "grpc":
-        from serving.backends.tfserving.grpc import GrpcBackend
+    return EmbeddedBackend(
+        model_name=settings.model_name,
+        base_path=settings.model_base_path,
+        poll_seconds=settings.model_poll_seconds,
+        keep_versions=settings.model_keep_versions,
+        timeout_seconds=settings.backend_timeout_seconds,
+        intra_op_threads=settings.model_intra_op_threads,
+        # Model calls run on the loop only behind the batcher: without it every request
+        # made its own inline call and the loop, blocked once per request, left some
+        # connections waiting for seconds (docs/benchmarks.md).
+        inline=InlineBudget(settings.inline_budget_ms if settings.batching_enabled else 0),
+    )
 
-        return GrpcBackend(settings)
-    if settings.backend == "rest":
-        from serving.backends.tfserving.rest import RestBackend
 
-        return RestBackend(settings)
-    raise ValueError(f"unknown backend {settings.backend!r}")
+def _grpc(settings: Settings) -> Backend:
+    from serving.backends.tfserving.grpc import GrpcBackend
+
+    return GrpcBackend(settings)
+
+
+def _rest(settings: Settings) -> Backend:
+    from serving.backends.tfserving.rest import RestBackend
+
+    return RestBackend(settings)
+
+
+# GATEWAY_BACKEND -> its factory; settings.BackendKind names the same keys.
+BACKENDS: dict[str, Callable[[Settings], Backend]] = {
+    "embedded": _embedded,
+    "grpc": _grpc,
+    "rest": _rest,
+}

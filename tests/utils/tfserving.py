@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from serving.backends import BACKENDS
 from serving.settings import Settings
 from tests.utils.tfserving_double import TFServingDouble
 
@@ -22,7 +23,5 @@ def tfserving_settings(kind: str, double: TFServingDouble, model_base: Path, **o
 
 
 def make_backend(kind: str, settings: Settings):
-    from serving.backends.tfserving.grpc import GrpcBackend
-    from serving.backends.tfserving.rest import RestBackend
-
-    return {"grpc": GrpcBackend, "rest": RestBackend}[kind](settings)
+    """The backend the gateway's registry makes for `kind`, unbatched."""
+    return BACKENDS[kind](settings)
