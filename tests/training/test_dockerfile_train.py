@@ -1,4 +1,4 @@
-"""Dockerfile.train: no Docker engine here, so the linter and the file itself keep it honest."""
+"""Dockerfile.train, as a file: the linter and its instructions (tests/images builds it)."""
 
 import re
 
@@ -16,11 +16,15 @@ def test_dockerfile_train_is_hadolint_clean():
     assert hadolint_findings(DOCKERFILE) == ""
 
 
-def test_dockerfile_train_uses_a_pinned_gpu_tensorflow_base():
+def test_dockerfile_train_defaults_to_a_pinned_gpu_tensorflow_base():
     (base,) = [value for op, value in _instructions() if op == "FROM"]
-    image, _, tag = base.partition(":")
+    assert base == "${BASE_IMAGE}"
+    text = DOCKERFILE.read_text()
+    (default,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, flags=re.MULTILINE)
+    image, _, tag = default.partition(":")
     assert image == "tensorflow/tensorflow"
     assert re.fullmatch(r"2\.21\.\d+-gpu", tag), tag
+    assert text.index("ARG BASE_IMAGE") < text.index("FROM ")
 
 
 def test_dockerfile_train_runs_the_training_cli_as_a_non_root_user():
