@@ -518,11 +518,20 @@ NOTES = """\
   PNG size from its IHDR instead of a second `Image.open`; later also no
   `catch_warnings` block per call, `np.indices` cached, stroke width by `count_nonzero`
   (1.06-1.09x more, A/B in one process; bit-identical on a 2,529-input corpus). The
-  predict route validates `version`/`label` itself only when there is a query string,
-  and its route class hands the Request straight to the endpoint, which returns the
+  predict route validated `version`/`label` itself only when there was a query string,
+  and its route class handed the Request straight to the endpoint, which returned the
   Response itself: FastAPI's parameter solving and response validation ran even for an
-  endpoint without parameters (~30 us). The response is serialised once with pydantic;
-  metric children are cached.
+  endpoint without parameters (~30 us of a ~400 us request, cProfile of the hot path).
+  The response is serialised once with pydantic; metric children are cached.
+- **FastAPI's own machinery on the request path** (cProfile of the hot path, 2026-11-30):
+  dependency solving ~40 us a request for the three objects on `app.state` (so the
+  predict route reads them directly), a plain `def` dependency ~8% of a worker's CPU
+  in thread hops (so they are `async def`), response validation ~20 us (so the route
+  serialises its response model itself), Starlette's multipart parser ~45 us of a
+  ~400 us request (so `serving/api/multipart.py`). The custom route class stopped
+  paying once the rest was gone (2026-12-02, A/B in one run: 0.995x and 1.016x of the
+  plain route's throughput in two turns), so `/v1/predict` declares `version` and
+  `label` as FastAPI `Query` parameters, validated and documented by FastAPI.
 - **Multipart** (`serving/api/multipart.py`): the canonical shape browsers, curl, httpx and
   our client send is parsed with a few `bytes.find` calls; anything else goes to
   Starlette's parser on the same bytes (`tests/serving/api/test_multipart.py` compares both
@@ -559,7 +568,8 @@ NOTES = """\
   calls over 16 images, which then go to a worker thread).
 - **The model call** (`serving/backends/embedded.py`, 2026-12-01): the embedded backend
   runs the `serving_default` SignatureDef in a `tf.compat.v1.Session` callable, as TF
-  Serving runs it, instead of calling the loaded signature eagerly, with every op in the
+  Serving runs it, instead of calling the loaded signature eagerly (Keras `predict`
+  ~110 ms a call), with every op in the
   calling thread (`inter_op_parallelism_threads=-1`). CPU per call, A/B in one process:
   batch 1 ~930 -> ~460 us (session with an inter-op thread) -> ~290-400 us (ops in the
   caller), batch 8 ~1,160 -> ~850 -> ~575-820 us, batch 32 ~2,460 -> ~2,170 -> ~1,640-1,860

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-from contract import MODEL_NAME
+from contract import IMAGE_SIZE, MODEL_NAME
 
 BackendKind = Literal["embedded", "grpc", "rest"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -33,8 +33,7 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(2.0, gt=0, description="embedded: new-version poll")
     model_keep_versions: int = Field(2, ge=1, le=16)
     # embedded: TensorFlow threads per op (0 = TensorFlow's default, one per core). One is
-    # cheapest where workers already fill the cores: a batch-1 call measured 170 us of CPU
-    # instead of 343, batch 32 700 instead of 1,108, on 2 cores.
+    # cheapest where workers already fill the cores (docs/benchmarks.md).
     model_intra_op_threads: int = Field(1, ge=0, le=256)
     # What runs on the event loop rather than in a worker thread (serving/inline.py): steps
     # estimated at most this many milliseconds of CPU. 0: every step in a thread.
@@ -79,7 +78,7 @@ class Settings(BaseSettings):
 
     # Request limits.
     max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(40_000_000, ge=28 * 28)
+    max_image_pixels: int = Field(40_000_000, ge=IMAGE_SIZE * IMAGE_SIZE)
     max_files_per_request: int = Field(64, ge=1, le=1024)
 
     # Dynamic batching of concurrent requests into one model call.

@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from contract import INPUT_SHAPE, NUM_CLASSES
 from serving.errors import GatewayError
 
 
@@ -38,11 +39,11 @@ class ModelRef(BaseModel):
 
 class Prediction(BaseModel):
     filename: str | None = Field(examples=["seven.png"])
-    digit: int = Field(ge=0, le=9, examples=[7])
+    digit: int = Field(ge=0, le=NUM_CLASSES - 1, examples=[7])
     confidence: float = Field(ge=0, le=1, examples=[0.9987])
     probabilities: list[float] = Field(
-        min_length=10,
-        max_length=10,
+        min_length=NUM_CLASSES,
+        max_length=NUM_CLASSES,
         examples=[[0.0, 0.0, 0.0001, 0.0, 0.0, 0.0, 0.0, 0.9987, 0.0, 0.0012]],
     )
 
@@ -55,7 +56,7 @@ class PredictResponse(BaseModel):
 class InputContract(BaseModel):
     name: str = Field(examples=["image"])
     dtype: str = Field(examples=["float32"])
-    shape: list[int | None] = Field(examples=[[None, 28, 28, 1]])
+    shape: list[int | None] = Field(examples=[[None, *INPUT_SHAPE]])
     range: tuple[float, float] = (0.0, 1.0)
     layout: str = Field(examples=["bright ink on a dark background, centred by centre of mass"])
 
@@ -63,7 +64,7 @@ class InputContract(BaseModel):
 class OutputContract(BaseModel):
     name: str = Field(examples=["probabilities"])
     dtype: str = Field(examples=["float32"])
-    shape: list[int | None] = Field(examples=[[None, 10]])
+    shape: list[int | None] = Field(examples=[[None, NUM_CLASSES]])
 
 
 class RequestLimits(BaseModel):

@@ -5,11 +5,37 @@ because a model server is down — readiness reports that instead), `predict()` 
 `close()` at shutdown. Backends raise only `serving.errors` exceptions on the request path.
 """
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+
+from serving.errors import InvalidRequest
+
+# TF Serving's label grammar, narrowed to what is safe in its REST paths.
+LABEL_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSelector:
+    """Which model answers: a version by number, a version by TF Serving label, or
+    (neither) the default. Validated once, where a request names it; trusted below."""
+
+    version: int | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.version is not None and self.label is not None:
+            raise InvalidRequest("ask for a version or a label, not both")
+        if self.version is not None and self.version <= 0:
+            raise InvalidRequest(f"model version must be a positive integer, got {self.version}")
+        if self.label is not None and not re.fullmatch(LABEL_PATTERN, self.label):
+            raise InvalidRequest(f"invalid version label {self.label!r}")
+
+
+DEFAULT_MODEL = ModelSelector()
 
 
 @dataclass(frozen=True)
@@ -46,10 +72,6 @@ class Backend(ABC):
 
     @abstractmethod
     async def predict(
-        self,
-        images: np.ndarray,
-        *,
-        version: str | None = None,
-        label: str | None = None,
+        self, images: np.ndarray, selector: ModelSelector = DEFAULT_MODEL
     ) -> BatchPrediction:
         """Probabilities for float32 images [batch, 28, 28, 1] in [0, 1] (the model contract)."""

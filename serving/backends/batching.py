@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.backends.base import Backend, BatchPrediction, ModelInfo
-from serving.errors import BackendUnavailable
+from contract.checks import probability_problem
+from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelInfo, ModelSelector
+from serving.errors import BackendError, BackendUnavailable
 
 logger = logging.getLogger(__name__)
-
-ModelKey = tuple[str | None, str | None]  # (version, label)
 
 
 @dataclass
@@ -64,7 +63,7 @@ class BatchingBackend(Backend):
         self._observe_batch = observe_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
-        self._queues: dict[ModelKey, _Queue] = {}
+        self._queues: dict[ModelSelector, _Queue] = {}
         self._batches: set[asyncio.Task] = set()
         self._closed = False
 
@@ -97,22 +96,19 @@ class BatchingBackend(Backend):
     async def predict(
         self,
         images: np.ndarray,
-        *,
-        version: str | None = None,
-        label: str | None = None,
+        selector: ModelSelector = DEFAULT_MODEL,
     ) -> BatchPrediction:
         if self._closed:
             raise BackendUnavailable("the gateway is shutting down")
         if len(images) >= self.max_batch_size:
             self._observe(len(images))
-            return await self.inner.predict(images, version=version, label=label)
-        key = (version, label)
-        queue = self._queues.setdefault(key, _Queue())
+            return await self.inner.predict(images, selector)
+        queue = self._queues.setdefault(selector, _Queue())
         loop = asyncio.get_running_loop()
         pending = _Pending(images, loop.create_future())
         queue.items.append(pending)
         queue.rows += len(images)
-        self._schedule(key, queue, loop)
+        self._schedule(selector, queue, loop)
         try:
             return await pending.future
         except asyncio.CancelledError:
@@ -125,7 +121,7 @@ class BatchingBackend(Backend):
         if self._observe_batch is not None:
             self._observe_batch(images)
 
-    def _schedule(self, key: ModelKey, queue: _Queue, loop: asyncio.AbstractEventLoop) -> None:
+    def _schedule(self, key: ModelSelector, queue: _Queue, loop: asyncio.AbstractEventLoop) -> None:
         if queue.rows >= self.max_batch_size:
             self._cancel_flush(queue)
             self._flush(key, queue)
@@ -142,7 +138,7 @@ class BatchingBackend(Backend):
             queue.flush_handle.cancel()
             queue.flush_handle = None
 
-    def _flush(self, key: ModelKey, queue: _Queue) -> None:
+    def _flush(self, key: ModelSelector, queue: _Queue) -> None:
         """Send queued requests, oldest first, in batches of at most max_batch_size rows."""
         queue.flush_handle = None
         while queue.items:
@@ -164,8 +160,7 @@ class BatchingBackend(Backend):
         if queue.items:
             self._schedule(key, queue, asyncio.get_running_loop())
 
-    async def _run_batch(self, key: ModelKey, queue: _Queue, batch: list[_Pending]) -> None:
-        version, label = key
+    async def _run_batch(self, key: ModelSelector, queue: _Queue, batch: list[_Pending]) -> None:
         try:
             live = [p for p in batch if not p.future.done()]  # cancelled while queued
             if not live:
@@ -173,11 +168,10 @@ class BatchingBackend(Backend):
             images = live[0].images if len(live) == 1 else np.concatenate([p.images for p in live])
             self._observe(len(images))
             try:
-                result = await self.inner.predict(images, version=version, label=label)
-                if len(result.probabilities) != len(images):
-                    raise BackendUnavailable(
-                        f"backend answered {len(result.probabilities)} rows for {len(images)}"
-                    )
+                result = await self.inner.predict(images, key)
+                problem = probability_problem(result.probabilities, len(images))
+                if problem:
+                    raise BackendError(f"the backend's answer breaks the contract: {problem}")
             except asyncio.CancelledError:
                 for pending in live:
                     if not pending.future.done():

@@ -6,8 +6,8 @@ task notices new (or removed) version directories; a new version is loaded and w
 up completely before the served reference is swapped, so requests in flight finish on
 the old model and readiness never drops. The model is called through its
 `serving_default` SignatureDef, run by a TensorFlow session as TF Serving runs it: the
-eager call of the same signature costs 2-3x the CPU at batch 1 (~0.93 ms against
-~0.3-0.4 ms; ~110 ms for Keras `predict`). Calls run in a worker thread, so the event
+eager call of the same signature costs 2-3x the CPU at batch 1 (docs/benchmarks.md).
+Calls run in a worker thread, so the event
 loop keeps serving while TensorFlow computes, except the batcher's small batches, which
 cost less computed on the loop than handed over (serving/inline.py).
 """
@@ -23,10 +23,12 @@ from typing import Any
 
 import anyio
 import numpy as np
+from google.protobuf import json_format
 
-from contract import INPUT_KEY, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KEY, SIGNATURE_NAME
-from serving.backends.base import Backend, BatchPrediction, ModelInfo
-from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
+from contract import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
+from contract.checks import probability_problem, signature_problems
+from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelInfo, ModelSelector
+from serving.errors import BackendError, BackendTimeout, BackendUnavailable, ModelNotFound
 from serving.heap import freeze_long_lived_objects
 from serving.inline import NEVER_INLINE, InlineBudget
 
@@ -79,33 +81,32 @@ def load_version(version: int, path: Path, *, intra_op_threads: int = 0) -> Load
     config = v1.ConfigProto(
         intra_op_parallelism_threads=max(intra_op_threads, 0),
         # Negative: every op runs in the calling thread (config.proto). The graph is a
-        # chain, so an inter-op pool overlaps nothing and only hands ops between threads:
-        # a batch-1 call ~0.29-0.40 ms of CPU here instead of ~0.57-0.66 with one pool
-        # thread (two runs each).
+        # chain, so an inter-op pool overlaps nothing and only hands ops between threads
+        # (docs/benchmarks.md).
         inter_op_parallelism_threads=-1,
     )
     session = v1.Session(graph=tf.Graph(), config=config)
     try:
         meta_graph = v1.saved_model.loader.load(session, [tf.saved_model.SERVING], str(path))
-        signature = meta_graph.signature_def.get(SIGNATURE_NAME)
-        if signature is None:
-            raise ValueError(f"{path} has no '{SIGNATURE_NAME}' signature")
-        if INPUT_KEY not in signature.inputs:
-            inputs = sorted(signature.inputs)
-            raise ValueError(f"{path}: signature input is {inputs}, not '{INPUT_KEY}'")
-        if signature.inputs[INPUT_KEY].dtype != tf.float32.as_datatype_enum:
-            raise ValueError(f"{path}: signature input '{INPUT_KEY}' is not float32")
-        if OUTPUT_KEY not in signature.outputs:
-            raise ValueError(f"{path}: signature has no '{OUTPUT_KEY}' output")
+        signatures = {
+            name: json_format.MessageToDict(signature, preserving_proto_field_name=True)
+            for name, signature in meta_graph.signature_def.items()
+        }
+        problems = signature_problems({"signature_def": signatures})
+        if problems:
+            raise ValueError(f"{path} breaks the model contract: {'; '.join(problems)}")
+        signature = meta_graph.signature_def[SIGNATURE_NAME]
         run = session.make_callable(
             signature.outputs[OUTPUT_KEY].name, feed_list=[signature.inputs[INPUT_KEY].name]
         )
         model = LoadedVersion(version=version, path=path, run=run, session=session)
         # Warm-up: the first calls allocate and pick kernels; users should not pay for that.
         for batch_size in (1, 8):
-            probabilities = model(np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32))
-            if probabilities.shape != (batch_size, NUM_CLASSES):
-                raise ValueError(f"{path}: output shape {probabilities.shape} breaks the contract")
+            problem = probability_problem(
+                model(np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32)), batch_size
+            )
+            if problem:
+                raise ValueError(f"{path}: its answer breaks the model contract: {problem}")
     except BaseException:
         session.close()
         raise
@@ -224,19 +225,15 @@ class EmbeddedBackend(Backend):
         )
 
     async def predict(
-        self,
-        images: np.ndarray,
-        *,
-        version: str | None = None,
-        label: str | None = None,
+        self, images: np.ndarray, selector: ModelSelector = DEFAULT_MODEL
     ) -> BatchPrediction:
-        if label is not None:
+        if selector.label is not None:
             raise ModelNotFound(
                 "the embedded backend has no version labels; ask for version=N instead"
             )
-        model = self._pick(version)
+        model = self._pick(selector.version)
         if self._inline.model_call(len(images)):
-            return BatchPrediction(probabilities=model(images), model_version=str(model.version))
+            return self._answer(model, model(images), len(images))
         try:
             with anyio.fail_after(self._timeout_seconds):
                 # On timeout the thread finishes in the background; the client is answered.
@@ -247,18 +244,25 @@ class EmbeddedBackend(Backend):
             raise BackendTimeout(
                 f"the model did not answer within {self._timeout_seconds:g} s"
             ) from None
+        return self._answer(model, probabilities, len(images))
+
+    @staticmethod
+    def _answer(model: LoadedVersion, probabilities: np.ndarray, batch_size: int):
+        problem = probability_problem(probabilities, batch_size)
+        if problem:
+            raise BackendError(f"model version {model.version} broke the contract: {problem}")
         return BatchPrediction(probabilities=probabilities, model_version=str(model.version))
 
-    def _pick(self, version: str | None) -> LoadedVersion:
+    def _pick(self, version: int | None) -> LoadedVersion:
         loaded = self._loaded
         if not loaded:
             raise BackendUnavailable(f"no model version loaded from {self._base_path} yet")
         if version is None:
             return loaded[max(loaded)]
-        if not version.isdigit() or int(version) not in loaded:
+        if version not in loaded:
             available = ", ".join(str(v) for v in sorted(loaded))
             raise ModelNotFound(f"model version {version} is not loaded (available: {available})")
-        return loaded[int(version)]
+        return loaded[version]
 
 
 def _mtime(path: Path) -> float:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from contract import PIXEL_MAX
 from serving.errors import BadImage, PayloadTooLarge, UnsupportedMediaType
 
 # Our own pixel limit (checked from the header in open_image) applies; Pillow's global
@@ -141,7 +142,7 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
     # The bytes as they are: np.asarray on a fresh PIL image goes through its array
     # interface, a fixed cost that dominates a 28x28 image; the same values.
     pixels = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(image.height, image.width)
-    return pixels.astype(np.float32) / 255.0
+    return pixels.astype(np.float32) / PIXEL_MAX
 
 
 def _png_without_orientation(image: Image.Image) -> bool:

@@ -6,17 +6,15 @@ one backend call for the whole batch -> postprocess into the response.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from serving.api.schemas import ModelRef, Prediction, PredictResponse, error_responses
 from serving.api.uploads import PredictJSON, Upload, read_uploads
-from serving.backends.base import Backend
+from serving.backends.base import LABEL_PATTERN, Backend, ModelSelector
 from serving.errors import (
     BackendError,
     BackendTimeout,
@@ -34,20 +32,7 @@ from serving.observability import GatewayMetrics
 from serving.preprocessing import OpenedImage, decode, mnist_like, open_image
 from serving.settings import Settings
 
-
-class RequestInResponseOut(APIRoute):
-    """A route whose endpoint takes the Request and returns the Response itself.
-
-    FastAPI still documents it from the route's declarations (request body, query
-    parameters, response model), but skips its per-request machinery: parameter
-    solving and response validation ran even for an endpoint with no parameters
-    (~30 us of a ~400 us request, cProfile of the hot path)."""
-
-    def get_route_handler(self):
-        return self.endpoint
-
-
-router = APIRouter(tags=["predict"], route_class=RequestInResponseOut)
+router = APIRouter(tags=["predict"])
 
 PROBABILITY_DECIMALS = 6
 
@@ -86,29 +71,6 @@ _REQUEST_BODY = {
 }
 
 
-class ModelChoice(BaseModel):
-    """The optional query parameters: which model version (or label) should answer."""
-
-    version: str | None = Field(None, pattern=r"^[0-9]+$", description="a model version to ask for")
-    label: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_-]+$", description="a version label (TF Serving)"
-    )
-
-
-# Documented by hand and validated in the route rather than declared as FastAPI Query
-# parameters: FastAPI's per-request parameter solving cost ~30 us of a ~400 us request,
-# and nearly every request has no query string at all.
-_QUERY_PARAMETERS = [
-    {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string", "pattern": field.metadata[0].pattern},
-        "description": field.description,
-    }
-    for name, field in ModelChoice.model_fields.items()
-]
-
 ERRORS = (
     BadImage,
     ModelNotFound,
@@ -132,16 +94,21 @@ ERRORS = (
         "light-on-dark: each image is made MNIST-like before the model sees it. A uniform "
         "image (no ink) is refused with 422 `no_ink`."
     ),
-    openapi_extra={"requestBody": _REQUEST_BODY, "parameters": _QUERY_PARAMETERS},
+    # The body is read by serving.api.uploads (multipart or JSON), not declared as
+    # File/Form parameters: its schema is documented here.
+    openapi_extra={"requestBody": _REQUEST_BODY},
     responses=error_responses(*ERRORS),
     response_model=PredictResponse,
 )
-async def predict(request: Request) -> Response:
-    version, label = _model_choice(request)
-    if version is not None and label is not None:
-        raise InvalidRequest("ask for a version or a label, not both")
-    # Read from app.state directly, not through Depends: FastAPI's dependency solving
-    # cost ~40 us a request for three attribute reads (the hot path's own profile).
+async def predict(
+    request: Request,
+    version: Annotated[int | None, Query(gt=0, description="a model version to ask for")] = None,
+    label: Annotated[
+        str | None, Query(pattern=LABEL_PATTERN, description="a version label (TF Serving)")
+    ] = None,
+) -> Response:
+    selector = ModelSelector(version, label)
+    # Read from app.state directly, not through Depends (docs/benchmarks.md).
     state = request.app.state
     backend: Backend = state.backend
     settings: Settings = state.settings
@@ -161,28 +128,13 @@ async def predict(request: Request) -> Response:
     else:
         images = await run_in_threadpool(prepare_images, uploads, opened, metrics)
     with metrics.time_stage("model"):
-        result = await backend.predict(images, version=version, label=label)
+        result = await backend.predict(images, selector)
     response = postprocess(
         uploads, result.probabilities, settings.model_name, result.model_version, metrics
     )
     # Serialised here, by the model itself: the same bytes FastAPI would send, without
-    # its second validation pass against the response model (~20 us a request).
+    # its second validation pass against the response model (docs/benchmarks.md).
     return Response(content=response.model_dump_json(), media_type="application/json")
-
-
-def _model_choice(request: Request) -> tuple[str | None, str | None]:
-    if not request.scope["query_string"]:
-        return None, None
-    params = request.query_params
-    given = {name: params[name] for name in ModelChoice.model_fields if name in params}
-    try:
-        choice = ModelChoice.model_validate(given)
-    except ValidationError as error:
-        # The same 422 as FastAPI's own query validation gives.
-        raise RequestValidationError(
-            [{**item, "loc": ("query", *item["loc"])} for item in error.errors()]
-        ) from None
-    return choice.version, choice.label
 
 
 @contextmanager

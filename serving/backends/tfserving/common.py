@@ -1,22 +1,21 @@
 """What the gRPC and REST backends of TensorFlow Serving share.
 
 Both talk to the same server through different protocols; everything that does not
-depend on the protocol lives here: argument checks for version/label, splitting
-batches larger than the server's batching `max_batch_size`, checking an answer against
-the model contract, checking the served signature against the contract, the circuit
-breaker and the retry policy (`resilience`).
+depend on the protocol lives here: the default label, splitting batches larger than
+the server's batching `max_batch_size`, checking an answer against the model contract
+(contract.checks), the circuit breaker and the retry policy (`resilience`).
 """
 
 import asyncio
 import logging
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import numpy as np
 
-from contract import INPUT_KEY, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KEY, SIGNATURE_NAME
-from serving.backends.base import Backend, BatchPrediction
+from contract.checks import probability_problem
+from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelSelector
 from serving.backends.tfserving.resilience import CircuitBreaker, Deadline, call_resilient
 from serving.errors import BackendError, GatewayError, InvalidRequest
 from serving.settings import Settings
@@ -30,52 +29,11 @@ T = TypeVar("T")
 READY_TIMEOUT_SECONDS = 1.0
 
 
-def parse_version(version: str | None) -> int | None:
-    if version is None:
-        return None
-    if not version.isdigit() or int(version) <= 0:
-        raise InvalidRequest(f"model version must be a positive integer, got {version!r}")
-    return int(version)
-
-
-def check_label(label: str | None) -> str | None:
-    # TF Serving's REST path grammar takes a label up to the next "/" or ":".
-    if label is not None and (not label or any(c in label for c in "/:?#% ")):
-        raise InvalidRequest(f"invalid version label {label!r}")
-    return label
-
-
-def check_probabilities(probabilities: np.ndarray, batch_size: int) -> np.ndarray:
-    if probabilities.shape != (batch_size, NUM_CLASSES):
-        raise BackendError(
-            f"the model answered shape {list(probabilities.shape)} for {batch_size} images; "
-            f"the contract is [{batch_size}, {NUM_CLASSES}]"
-        )
+def checked(probabilities: np.ndarray, batch_size: int) -> np.ndarray:
+    problem = probability_problem(probabilities, batch_size)
+    if problem:
+        raise BackendError(f"TF Serving's answer breaks the model contract: {problem}")
     return probabilities
-
-
-def signature_contract_problems(signature_def_map: Mapping[str, Any]) -> list[str]:
-    """Differences between a served SignatureDefMap (proto JSON, field names as in the
-    proto) and the model contract; empty when the served model fits."""
-    signature = signature_def_map.get("signature_def", {}).get(SIGNATURE_NAME)
-    if signature is None:
-        return [f"no signature {SIGNATURE_NAME!r}"]
-    problems = []
-    expected = {
-        ("inputs", INPUT_KEY): [-1, *INPUT_SHAPE],
-        ("outputs", OUTPUT_KEY): [-1, NUM_CLASSES],
-    }
-    for (side, key), shape in expected.items():
-        info = signature.get(side, {}).get(key)
-        if info is None:
-            problems.append(f"{side} has no {key!r}")
-            continue
-        if info.get("dtype") != "DT_FLOAT":
-            problems.append(f"{key!r} is {info.get('dtype')}, not DT_FLOAT")
-        dims = [int(d.get("size", 0)) for d in info.get("tensor_shape", {}).get("dim", [])]
-        if dims != shape:
-            problems.append(f"{key!r} has shape {dims}, not {shape}")
-    return problems
 
 
 class TFServingBackend(Backend):
@@ -121,16 +79,9 @@ class TFServingBackend(Backend):
             return False
 
     async def predict(
-        self,
-        images: np.ndarray,
-        *,
-        version: str | None = None,
-        label: str | None = None,
+        self, images: np.ndarray, selector: ModelSelector = DEFAULT_MODEL
     ) -> BatchPrediction:
-        version_number = parse_version(version)
-        label = check_label(label)
-        if version_number is not None and label is not None:
-            raise InvalidRequest("ask for a model version or a version label, not both")
+        version_number, label = selector.version, selector.label
         if version_number is None and label is None:
             label = self.default_label
         if len(images) == 0:

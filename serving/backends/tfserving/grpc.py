@@ -28,12 +28,12 @@ from google.protobuf import json_format, wrappers_pb2
 from grpc import aio
 
 from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
+from contract.checks import signature_problems
 from serving.backends.base import BatchPrediction, ModelInfo
 from serving.backends.tfserving import messages as pb
 from serving.backends.tfserving.common import (
     TFServingBackend,
-    check_probabilities,
-    signature_contract_problems,
+    checked,
 )
 from serving.backends.tfserving.resilience import Deadline, RetryableUnavailable
 from serving.errors import (
@@ -171,7 +171,7 @@ class GrpcBackend(TFServingBackend):
             else version
         )
         return BatchPrediction(
-            check_probabilities(probabilities, len(images)),
+            checked(probabilities, len(images)),
             str(answered) if answered is not None else "unknown",
         )
 
@@ -219,7 +219,7 @@ class GrpcBackend(TFServingBackend):
             signature_def_map = pb.unpack_signature_def_map(metadata.metadata["signature_def"])
         except ValueError as error:
             raise BackendError(f"unexpected metadata from TF Serving: {error}") from None
-        problems = signature_contract_problems(
+        problems = signature_problems(
             json_format.MessageToDict(signature_def_map, preserving_proto_field_name=True)
         )
         if problems:

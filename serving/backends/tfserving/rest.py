@@ -30,11 +30,11 @@ import httpx
 import numpy as np
 
 from contract import SIGNATURE_NAME
+from contract.checks import signature_problems
 from serving.backends.base import BatchPrediction, ModelInfo
 from serving.backends.tfserving.common import (
     TFServingBackend,
-    check_probabilities,
-    signature_contract_problems,
+    checked,
 )
 from serving.backends.tfserving.resilience import Deadline, RetryableUnavailable
 from serving.errors import (
@@ -203,7 +203,7 @@ class RestBackend(TFServingBackend):
             probabilities = np.asarray(answer["predictions"], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as error:
             raise BackendError(f"unexpected predict answer from TF Serving: {error}") from None
-        return BatchPrediction(check_probabilities(probabilities, len(images)), str(target))
+        return BatchPrediction(checked(probabilities, len(images)), str(target))
 
     async def _available_versions(self, deadline: Deadline, *, retry: bool = True) -> list[int]:
         try:
@@ -237,9 +237,7 @@ class RestBackend(TFServingBackend):
             raise BackendUnavailable(f"TF Serving has no AVAILABLE version of {self.model_name}")
         # What a request without version or label gets (the default label, when set).
         metadata = await self._metadata(deadline, self.default_label)
-        problems = signature_contract_problems(
-            metadata.get("metadata", {}).get("signature_def", {})
-        )
+        problems = signature_problems(metadata.get("metadata", {}).get("signature_def", {}))
         if problems:
             raise BackendError("the served model breaks the contract: " + "; ".join(problems))
         labels = {}

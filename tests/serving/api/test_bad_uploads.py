@@ -256,7 +256,7 @@ class BrokenBackend(Backend):
     async def model_info(self) -> ModelInfo:
         return ModelInfo(name="mnist", version="1")
 
-    async def predict(self, images, *, version=None, label=None) -> BatchPrediction:
+    async def predict(self, images, selector=None) -> BatchPrediction:
         raise RuntimeError("secret internal detail")
 
 

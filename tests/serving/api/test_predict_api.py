@@ -98,7 +98,9 @@ def test_predict_refuses_labels_on_the_embedded_backend_with_a_clear_404(client,
     assert "label" in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("query", ["version=abc", "version=1&label=stable", "label=no%20spaces"])
+@pytest.mark.parametrize(
+    "query", ["version=abc", "version=0", "version=1&label=stable", "label=no%20spaces"]
+)
 def test_predict_rejects_malformed_version_or_label_with_422(client, clear_digits, query):
     response = client.post(
         f"/v1/predict?{query}", files={"file": ("x.png", png(clear_digits[0][0]))}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
-from serving.backends.base import Backend, BatchPrediction, ModelInfo
+from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelInfo, ModelSelector
 from serving.backends.batching import BatchingBackend
 from serving.errors import BackendUnavailable, ModelNotFound
 
@@ -26,7 +26,7 @@ class SignatureBackend(Backend):
 
         self._tf = tf
         self._signature = tf.saved_model.load(str(model_dir)).signatures[SIGNATURE_NAME]
-        self.calls: list[tuple[int, str | None, str | None]] = []
+        self.calls: list[tuple[int, ModelSelector]] = []
         self.gate: asyncio.Event | None = None
         self.fail_with: Exception | None = None
         self.called = asyncio.Event()
@@ -40,15 +40,15 @@ class SignatureBackend(Backend):
     def compute(self, images: np.ndarray) -> np.ndarray:
         return self._signature(**{INPUT_KEY: self._tf.constant(images)})[OUTPUT_KEY].numpy()
 
-    async def predict(self, images, *, version=None, label=None) -> BatchPrediction:
-        self.calls.append((len(images), version, label))
+    async def predict(self, images, selector=DEFAULT_MODEL) -> BatchPrediction:
+        self.calls.append((len(images), selector))
         self.called.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_with is not None:
             raise self.fail_with
-        if version not in (None, "1") or label not in (None, "stable"):
-            raise ModelNotFound(f"no model version={version} label={label}")
+        if selector.version not in (None, 1) or selector.label not in (None, "stable"):
+            raise ModelNotFound(f"no model version={selector.version} label={selector.label}")
         probabilities = await asyncio.to_thread(self.compute, images)
         return BatchPrediction(probabilities, "1")
 
@@ -92,7 +92,7 @@ async def test_a_lone_request_is_sent_without_waiting_for_the_max_wait(inner, di
     batcher = BatchingBackend(inner, max_batch_size=64, max_wait_ms=60_000)
     answer = await asyncio.wait_for(batcher.predict(digits[:1]), timeout=30)
     assert answer.probabilities.shape == (1, 10)
-    assert inner.calls == [(1, None, None)]
+    assert inner.calls == [(1, DEFAULT_MODEL)]
 
 
 async def test_batches_never_exceed_max_batch_size(inner, digits):
@@ -101,8 +101,8 @@ async def test_batches_never_exceed_max_batch_size(inner, digits):
 
     answers = await asyncio.gather(*(batcher.predict(images) for images in requests))
 
-    assert all(size <= 8 for size, _, _ in inner.calls)
-    assert sum(size for size, _, _ in inner.calls) == 30
+    assert all(size <= 8 for size, _ in inner.calls)
+    assert sum(size for size, _ in inner.calls) == 30
     for images, answer in zip(requests, answers, strict=True):
         np.testing.assert_allclose(answer.probabilities, inner.compute(images), atol=1e-5)
 
@@ -118,20 +118,20 @@ async def test_requests_queued_behind_a_running_batch_are_combined(inner, digits
 
     await asyncio.gather(first, *queued)
 
-    assert [size for size, _, _ in inner.calls] == [1, 5]
+    assert [size for size, _ in inner.calls] == [1, 5]
 
 
 async def test_a_request_larger_than_the_max_batch_goes_alone(inner, digits):
     batcher = BatchingBackend(inner, max_batch_size=4, max_wait_ms=5)
     answer = await batcher.predict(digits[:10])
     np.testing.assert_allclose(answer.probabilities, inner.compute(digits[:10]), atol=1e-5)
-    assert inner.calls == [(10, None, None)]
+    assert inner.calls == [(10, DEFAULT_MODEL)]
 
 
 async def test_a_failing_batch_fails_only_its_callers_with_the_same_error(inner, digits):
     batcher = BatchingBackend(inner, max_batch_size=64, max_wait_ms=5)
     good = [batcher.predict(digits[i : i + 1]) for i in range(3)]
-    bad = [batcher.predict(digits[i : i + 1], version="7") for i in range(3)]
+    bad = [batcher.predict(digits[i : i + 1], ModelSelector(version=7)) for i in range(3)]
 
     results = await asyncio.gather(*good, *bad, return_exceptions=True)
 
@@ -165,16 +165,17 @@ async def test_versions_and_labels_are_batched_separately(inner, digits):
     batcher = BatchingBackend(inner, max_batch_size=64, max_wait_ms=5)
     calls = [
         batcher.predict(digits[0:1]),
-        batcher.predict(digits[1:2], version="1"),
+        batcher.predict(digits[1:2], ModelSelector(version=1)),
         batcher.predict(digits[2:3]),
-        batcher.predict(digits[3:4], label="stable"),
-        batcher.predict(digits[4:5], version="1"),
+        batcher.predict(digits[3:4], ModelSelector(label="stable")),
+        batcher.predict(digits[4:5], ModelSelector(version=1)),
     ]
 
     answers = await asyncio.gather(*calls)
 
     assert sorted(inner.calls, key=str) == sorted(
-        [(2, None, None), (2, "1", None), (1, None, "stable")], key=str
+        [(2, DEFAULT_MODEL), (2, ModelSelector(version=1)), (1, ModelSelector(label="stable"))],
+        key=str,
     )
     for index, answer in enumerate(answers):
         expected = inner.compute(digits[index : index + 1])
@@ -197,7 +198,7 @@ async def test_a_caller_cancelled_in_the_queue_is_left_out_of_the_batch(inner, d
 
     assert doomed.cancelled()
     np.testing.assert_allclose(answer.probabilities, inner.compute(digits[4:6]), atol=1e-5)
-    assert [size for size, _, _ in inner.calls] == [1, 2]
+    assert [size for size, _ in inner.calls] == [1, 2]
 
 
 async def test_a_caller_cancelled_mid_batch_does_not_break_the_others(inner, digits):
@@ -210,7 +211,7 @@ async def test_a_caller_cancelled_mid_batch_does_not_break_the_others(inner, dig
 
     results = await asyncio.gather(*tasks, return_exceptions=True)
 
-    assert inner.calls == [(4, None, None)]
+    assert inner.calls == [(4, DEFAULT_MODEL)]
     assert isinstance(results[1], asyncio.CancelledError)
     for index in (0, 2, 3):
         expected = inner.compute(digits[index : index + 1])
@@ -260,7 +261,7 @@ async def test_create_backend_batches_the_embedded_backend_only_when_enabled(
             np.testing.assert_allclose(answer.probabilities, expected.probabilities, atol=1e-5)
             assert answer.model_version == expected.model_version == "1"
         with pytest.raises(ModelNotFound):
-            await batched.predict(digits[:1], version="9")
+            await batched.predict(digits[:1], ModelSelector(version=9))
     finally:
         await batched.close()
         await plain.close()
@@ -273,6 +274,6 @@ async def test_the_size_of_every_call_to_the_model_is_reported(inner, digits):
 
     await asyncio.gather(*(batcher.predict(images) for images in requests))
 
-    assert observed == [size for size, _, _ in inner.calls]
+    assert observed == [size for size, _ in inner.calls]
     assert sorted(observed)[-1] == 10
     assert sum(observed) == 15

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from contract import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
+from serving.backends.base import ModelSelector
 from serving.backends.embedded import EmbeddedBackend
 from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
 from serving.inline import InlineBudget
@@ -39,7 +40,7 @@ async def test_serves_the_newest_version_and_keeps_the_previous_one(model_base_c
         info = await backend.model_info()
         assert (info.version, info.available_versions) == ("3", ("3", "1"))
         assert (await backend.predict(digits)).model_version == "3"
-        old = await backend.predict(digits, version="1")
+        old = await backend.predict(digits, ModelSelector(version=1))
         assert old.model_version == "1"
         assert old.probabilities.shape == (8, 10)
         np.testing.assert_allclose(old.probabilities.sum(axis=1), 1.0, atol=1e-5)
@@ -95,7 +96,7 @@ async def test_a_removed_version_is_unloaded_and_the_next_newest_served(model_ba
         await backend.refresh()
         assert (await backend.predict(digits)).model_version == "1"
         with pytest.raises(ModelNotFound):
-            await backend.predict(digits, version="2")
+            await backend.predict(digits, ModelSelector(version=2))
     finally:
         await backend.close()
 
@@ -150,7 +151,7 @@ async def test_with_keep_versions_one_an_old_version_is_not_found(model_base_cop
     await backend.start()
     try:
         with pytest.raises(ModelNotFound, match="available: 2"):
-            await backend.predict(digits, version="1")
+            await backend.predict(digits, ModelSelector(version=1))
     finally:
         await backend.close()
 
@@ -160,7 +161,7 @@ async def test_labels_are_refused_as_not_found(model_base_copy, digits):
     await backend.start()
     try:
         with pytest.raises(ModelNotFound, match="label"):
-            await backend.predict(digits, label="stable")
+            await backend.predict(digits, ModelSelector(label="stable"))
     finally:
         await backend.close()
 
@@ -264,7 +265,7 @@ async def test_a_version_whose_signature_breaks_the_contract_is_not_served(
     backend = make_backend(model_base_copy)
     await backend.start()
     try:
-        assert "signature input is ['pixels'], not 'image'" in caplog.text
+        assert "inputs has no 'image' (it has ['pixels'])" in caplog.text
         assert (await backend.predict(digits)).model_version == "1"
     finally:
         await backend.close()

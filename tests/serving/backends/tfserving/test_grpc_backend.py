@@ -12,7 +12,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving.backends.tfserving.common import signature_contract_problems
+from contract.checks import signature_problems
 from serving.backends.tfserving.grpc import (
     channel_options,
     ndarray_to_tensor_proto,
@@ -160,12 +160,12 @@ async def test_model_info_checks_the_served_signature_against_the_contract(
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     metadata.metadata["signature_def"].Unpack(signature_map)
     served = json_format.MessageToDict(signature_map, preserving_proto_field_name=True)
-    assert signature_contract_problems(served) == []
+    assert signature_problems(served) == []
 
     renamed = json.loads(json.dumps(served))
     outputs = renamed["signature_def"]["serving_default"]["outputs"]
     outputs["output_0"] = outputs.pop("probabilities")  # Keras' model.export() naming
-    assert signature_contract_problems(renamed) == ["outputs has no 'probabilities'"]
+    assert signature_problems(renamed) == ["outputs has no 'probabilities' (it has ['output_0'])"]
 
 
 @pytest.fixture

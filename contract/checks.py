@@ -1,0 +1,54 @@
+"""The model contract's checks, one place for every side that serves a model: the
+embedded backend and the TF Serving backends check a signature when they load or
+describe a model, and every backend (the batcher too) checks each answer."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from contract import INPUT_KEY, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KEY, SIGNATURE_NAME
+
+# A float32 softmax row sums to 1 within a few ulps; TF Serving's JSON keeps them.
+ROW_SUM_TOLERANCE = 1e-3
+
+
+def signature_problems(signature_def_map: Mapping[str, Any]) -> list[str]:
+    """Differences between a SignatureDefMap (proto JSON, field names as in the proto:
+    what TF Serving's metadata gives, and json_format.MessageToDict of a SavedModel's)
+    and the contract; empty when the model fits."""
+    signature = signature_def_map.get("signature_def", {}).get(SIGNATURE_NAME)
+    if signature is None:
+        return [f"no signature {SIGNATURE_NAME!r}"]
+    problems = []
+    expected = {
+        ("inputs", INPUT_KEY): [-1, *INPUT_SHAPE],
+        ("outputs", OUTPUT_KEY): [-1, NUM_CLASSES],
+    }
+    for (side, key), shape in expected.items():
+        tensors = signature.get(side, {})
+        info = tensors.get(key)
+        if info is None:
+            problems.append(f"{side} has no {key!r} (it has {sorted(tensors)})")
+            continue
+        if info.get("dtype") != "DT_FLOAT":
+            problems.append(f"{key!r} is {info.get('dtype')}, not DT_FLOAT")
+        dims = [int(d.get("size", 0)) for d in info.get("tensor_shape", {}).get("dim", [])]
+        if dims != shape:
+            problems.append(f"{key!r} has shape {dims}, not {shape}")
+    return problems
+
+
+def probability_problem(probabilities: np.ndarray, batch_size: int) -> str | None:
+    """What is wrong with a model's answer for `batch_size` images, or None: the contract
+    is one row of NUM_CLASSES finite, non-negative values summing to 1 per image."""
+    if probabilities.shape != (batch_size, NUM_CLASSES):
+        return (
+            f"shape {list(probabilities.shape)} for {batch_size} images, "
+            f"not [{batch_size}, {NUM_CLASSES}]"
+        )
+    if not np.isfinite(probabilities).all():
+        return "a probability is not finite"
+    if probabilities.min() < 0 or np.abs(probabilities.sum(axis=1) - 1).max() > ROW_SUM_TOLERANCE:
+        return "a row is not a probability distribution (non-negative, summing to 1)"
+    return None
