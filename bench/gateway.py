@@ -528,10 +528,13 @@ NOTES = """\
   predict route reads them directly), a plain `def` dependency ~8% of a worker's CPU
   in thread hops (so they are `async def`), response validation ~20 us (so the route
   serialises its response model itself), Starlette's multipart parser ~45 us of a
-  ~400 us request (so `serving/api/multipart.py`). The custom route class stopped
-  paying once the rest was gone (2026-12-02, A/B in one run: 0.995x and 1.016x of the
-  plain route's throughput in two turns), so `/v1/predict` declares `version` and
-  `label` as FastAPI `Query` parameters, validated and documented by FastAPI.
+  ~400 us request (so `serving/api/multipart.py`). Since 2026-12-02 `/v1/predict`
+  declares `version` and `label` as FastAPI `Query` parameters, documented and validated
+  by FastAPI, and its route class (`SolvedOnlyWithAQuery`) runs FastAPI's parameter
+  solving only for a request with a query string: with FastAPI 0.165 solving every
+  request cost the framework side ~60 us more (`bench/hotpath.py --rounds 3`, the gateway
+  with model and preprocessing stubbed: 285 and 278 us a request solving every request,
+  214 and 228 us solving only with a query string, two runs in turns, one host).
 - **Multipart** (`serving/api/multipart.py`): the canonical shape browsers, curl, httpx and
   our client send is parsed with a few `bytes.find` calls; anything else goes to
   Starlette's parser on the same bytes (`tests/serving/api/test_multipart.py` compares both

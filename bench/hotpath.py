@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 from bench.model import build_bench_model  # noqa: E402
 from client.payloads import load_digits, multipart_body, png_bytes  # noqa: E402
 from contract import INPUT_SHAPE, NUM_CLASSES  # noqa: E402
-from serving.backends.base import Backend, BatchPrediction, ModelInfo  # noqa: E402
+from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelInfo  # noqa: E402
 
 
 class InstantBackend(Backend):
@@ -54,7 +54,7 @@ class InstantBackend(Backend):
     async def model_info(self) -> ModelInfo:
         return ModelInfo(name="mnist", version="1", available_versions=("1",))
 
-    async def predict(self, images, *, version=None, label=None) -> BatchPrediction:
+    async def predict(self, images, selector=DEFAULT_MODEL) -> BatchPrediction:
         probabilities = np.full((len(images), NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
         return BatchPrediction(probabilities=probabilities, model_version="1")
 

@@ -198,6 +198,40 @@ PREDICT_ERRORS = {
 }
 
 
+def test_openapi_documents_the_model_choice_from_the_routes_declarations(client):
+    parameters = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["parameters"]
+    described = {p["name"]: (p["in"], p["required"], p["schema"]) for p in parameters}
+    assert described == {
+        "version": (
+            "query",
+            False,
+            {
+                "anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "null"}],
+                "description": "a model version to ask for",
+                "title": "Version",
+            },
+        ),
+        "label": (
+            "query",
+            False,
+            {
+                "anyOf": [{"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, {"type": "null"}],
+                "description": "a version label (TF Serving)",
+                "title": "Label",
+            },
+        ),
+    }
+
+
+def test_with_or_without_a_query_string_the_answer_is_the_same(client, clear_digits):
+    files = {"file": ("x.png", png(clear_digits[0][0]))}
+    plain = client.post("/v1/predict", files=files)
+    asked = client.post("/v1/predict?version=1", files=files)
+    unrelated = client.post("/v1/predict?verbose=1", files=files)  # unknown: ignored
+    assert plain.status_code == asked.status_code == unrelated.status_code == 200
+    assert plain.json() == asked.json() == unrelated.json()
+
+
 def test_openapi_lists_exactly_the_errors_predict_answers_with(client):
     responses = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["responses"]
     assert set(responses) == {"200", *map(str, PREDICT_ERRORS)}
