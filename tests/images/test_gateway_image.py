@@ -2,8 +2,6 @@
 read-only root filesystem, no TensorFlow inside, answering through the gRPC backend
 against the TF Serving double on the host network, its HEALTHCHECK passing."""
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -12,35 +10,11 @@ import numpy as np
 import pytest
 
 from serving.app import create_app
-from tests.utils.environment import REPO_ROOT, require_tool
 from tests.utils.gateway_process import free_port
 from tests.utils.gateway_setup import gateway_settings
 from tests.utils.imagefiles import png
+from tests.utils.podman import podman
 from tests.utils.tfserving_double import TFServingDouble
-
-VERSION = "0.1.0"
-IMAGE = f"mnist-serving/gateway:{VERSION}"
-# The settings scripts/images.sh builds with (runc, cgroupfs, no rlimits).
-PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(REPO_ROOT / "scripts" / "containers.conf")}
-BUILD_TIMEOUT_SECONDS = 1800
-
-
-def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["podman", *args], env=PODMAN_ENV, capture_output=True, text=True, check=check, timeout=120
-    )
-
-
-@pytest.fixture(scope="module")
-def gateway_image() -> str:
-    require_tool("podman")
-    require_tool("debootstrap")
-    subprocess.run(
-        [str(REPO_ROOT / "scripts" / "images.sh"), "gateway"],
-        check=True,
-        timeout=BUILD_TIMEOUT_SECONDS,
-    )
-    return IMAGE
 
 
 @pytest.fixture(scope="module")
