@@ -587,6 +587,23 @@ NOTES = """\
   thread. Why the loop then starves some connections was not found.
   For the same reason uploads of up to 300x300 pixels in all, a batch of small images
   included, are prepared on the loop (batch of 8 PNGs, c=32: ~320 -> ~450 req/s).
+- **The gateway without TensorFlow** (2026-12-02, `bench/footprint.py`: the gateway with
+  2 workers and the gRPC backend against the TF Serving double, one 28x28 PNG a request,
+  wrk c=32; before: f3ff5b3 with the `serve` extra; each environment a non-editable
+  install in its own venv, same host, one after the other):
+
+  | environment | size | TF | ready | RSS/worker idle | after 100k | req/s | p99 |
+  | --- | ---: | --- | ---: | --- | --- | ---: | ---: |
+  | before (`serve`) | 2,408 MB | yes | 4.93 s | 634, 698 MB | 698, 698 MB | 1,599 | 34.9 ms |
+  | after (`gateway`) | 395 MB | no | 2.16 s | 201, 167 MB | 202, 202 MB | 1,461 | 37.1 ms |
+
+  The environment is 16.4% of before (target 15%), a worker 167-202 MB (target 150),
+  ready in 2.16 s (target 2 s): most of what is left is numba, which the preprocessing
+  kernels need (llvmlite alone 173 MB on disk; importing the app with its kernels takes a
+  process from 69 to 130 MB before any kernel is loaded). The launcher, which compiles or
+  loads the kernels before starting the workers, holds ~190 MB itself. The image built by
+  `scripts/images.sh gateway` is 505 MB (target 400; 2.73 GB with TensorFlow). The req/s
+  difference (-9%) is one run each on a shared host, within its run-to-run spread.
 - **One preprocessing, no oracle** (2026-12-02). The kernels no longer reproduce numpy's
   internals bit for bit (its pairwise summation, median and percentile were rewritten by
   hand for that, and a 344-line numpy copy of the pipeline held them to it): plain loops
