@@ -587,6 +587,20 @@ NOTES = """\
   thread. Why the loop then starves some connections was not found.
   For the same reason uploads of up to 300x300 pixels in all, a batch of small images
   included, are prepared on the loop (batch of 8 PNGs, c=32: ~320 -> ~450 req/s).
+- **Open: the gateway's share of the trivial route since the simplification**
+  (2026-12-02). `make bench-gateway` on one host within the hour: f3ff5b3 53%, 3.25x,
+  p99 1.53x (16:22); the simplified tree 47%, 3.11x, 1.81x (16:08) and 39%, 2.49x, 2.15x
+  (17:04, the committed run; its trivial route ran faster than in either). Both trees'
+  gateways side by side, 2 workers, c=32, 4 s in turns, 3 rounds, twice: 3,612/3,009/
+  2,758 (f3ff5b3) against 2,788/2,472/2,411 req/s, then 2,905/3,436/3,290 against
+  2,998/3,270/2,742; with 1 worker 1,880/1,664 against 1,727/1,667. `bench/hotpath.py
+  --rounds 5` in turns: the gateway 1.99x and 2.00x the trivial route's CPU (f3ff5b3)
+  against 2.45x and 3.46x, the per-round figures of one row spreading by up to 40%.
+  Preprocessing alone is no slower (in one process, 200 sample PNGs, best of 5:
+  `preprocess` 95.0 -> 91.3 us; `mnist_like` 40.9 -> 24.3 us). Not found yet; the
+  inline rule's per-row model estimate (60 us) is below this host's (batch 8 ~156 us a
+  row, batch 32 ~84 us: the compute-floor table), so batches of up to 33 rows now run on
+  the loop where 16 did, but a 16-row budget measured no faster.
 - **The gateway without TensorFlow** (2026-12-02, `bench/footprint.py`: the gateway with
   2 workers and the gRPC backend against the TF Serving double, one 28x28 PNG a request,
   wrk c=32; before: f3ff5b3 with the `serve` extra; each environment a non-editable
