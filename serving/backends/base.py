@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from serving.errors import InvalidRequest
+from contract.checks import probability_problem
+from serving.errors import BackendError, InvalidRequest
 
 # TF Serving's label grammar, narrowed to what is safe in its REST paths.
 LABEL_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -36,6 +37,15 @@ class ModelSelector:
 
 
 DEFAULT_MODEL = ModelSelector()
+
+
+def contract_checked(probabilities: np.ndarray, batch_size: int, answered_by: str) -> np.ndarray:
+    """The answer itself when it fits the model contract (contract.checks), else
+    BackendError naming who answered: what every backend does with every answer."""
+    problem = probability_problem(probabilities, batch_size)
+    if problem:
+        raise BackendError(f"{answered_by}'s answer breaks the model contract: {problem}")
+    return probabilities
 
 
 @dataclass(frozen=True)

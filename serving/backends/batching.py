@@ -26,9 +26,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from contract.checks import probability_problem
-from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelInfo, ModelSelector
-from serving.errors import BackendError, BackendUnavailable
+from serving.backends.base import (
+    DEFAULT_MODEL,
+    Backend,
+    BatchPrediction,
+    ModelInfo,
+    ModelSelector,
+    contract_checked,
+)
+from serving.errors import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +175,9 @@ class BatchingBackend(Backend):
             self._observe(len(images))
             try:
                 result = await self.inner.predict(images, key)
-                problem = probability_problem(result.probabilities, len(images))
-                if problem:
-                    raise BackendError(f"the backend's answer breaks the contract: {problem}")
+                contract_checked(
+                    result.probabilities, len(images), f"the {self.inner.kind} backend"
+                )
             except asyncio.CancelledError:
                 for pending in live:
                     if not pending.future.done():

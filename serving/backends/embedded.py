@@ -27,8 +27,15 @@ from google.protobuf import json_format
 
 from contract import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
 from contract.checks import probability_problem, signature_problems
-from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelInfo, ModelSelector
-from serving.errors import BackendError, BackendTimeout, BackendUnavailable, ModelNotFound
+from serving.backends.base import (
+    DEFAULT_MODEL,
+    Backend,
+    BatchPrediction,
+    ModelInfo,
+    ModelSelector,
+    contract_checked,
+)
+from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
 from serving.heap import freeze_long_lived_objects
 from serving.inline import NEVER_INLINE, InlineBudget
 
@@ -248,10 +255,8 @@ class EmbeddedBackend(Backend):
 
     @staticmethod
     def _answer(model: LoadedVersion, probabilities: np.ndarray, batch_size: int):
-        problem = probability_problem(probabilities, batch_size)
-        if problem:
-            raise BackendError(f"model version {model.version} broke the contract: {problem}")
-        return BatchPrediction(probabilities=probabilities, model_version=str(model.version))
+        checked = contract_checked(probabilities, batch_size, f"model version {model.version}")
+        return BatchPrediction(probabilities=checked, model_version=str(model.version))
 
     def _pick(self, version: int | None) -> LoadedVersion:
         loaded = self._loaded

@@ -14,10 +14,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from contract.checks import probability_problem
 from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelSelector
 from serving.backends.tfserving.resilience import CircuitBreaker, Deadline, call_resilient
-from serving.errors import BackendError, GatewayError, InvalidRequest
+from serving.errors import GatewayError, InvalidRequest
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -27,13 +26,6 @@ T = TypeVar("T")
 # A readiness probe must answer fast even when the server hangs (kubelet's default
 # probe timeout is 1 s).
 READY_TIMEOUT_SECONDS = 1.0
-
-
-def checked(probabilities: np.ndarray, batch_size: int) -> np.ndarray:
-    problem = probability_problem(probabilities, batch_size)
-    if problem:
-        raise BackendError(f"TF Serving's answer breaks the model contract: {problem}")
-    return probabilities
 
 
 class TFServingBackend(Backend):

@@ -29,12 +29,9 @@ from grpc import aio
 
 from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from contract.checks import signature_problems
-from serving.backends.base import BatchPrediction, ModelInfo
+from serving.backends.base import BatchPrediction, ModelInfo, contract_checked
 from serving.backends.tfserving import messages as pb
-from serving.backends.tfserving.common import (
-    TFServingBackend,
-    checked,
-)
+from serving.backends.tfserving.common import TFServingBackend
 from serving.backends.tfserving.resilience import Deadline, RetryableUnavailable
 from serving.errors import (
     BackendError,
@@ -171,7 +168,7 @@ class GrpcBackend(TFServingBackend):
             else version
         )
         return BatchPrediction(
-            checked(probabilities, len(images)),
+            contract_checked(probabilities, len(images), "TF Serving"),
             str(answered) if answered is not None else "unknown",
         )
 

@@ -31,11 +31,8 @@ import numpy as np
 
 from contract import SIGNATURE_NAME
 from contract.checks import signature_problems
-from serving.backends.base import BatchPrediction, ModelInfo
-from serving.backends.tfserving.common import (
-    TFServingBackend,
-    checked,
-)
+from serving.backends.base import BatchPrediction, ModelInfo, contract_checked
+from serving.backends.tfserving.common import TFServingBackend
 from serving.backends.tfserving.resilience import Deadline, RetryableUnavailable
 from serving.errors import (
     BackendError,
@@ -203,7 +200,9 @@ class RestBackend(TFServingBackend):
             probabilities = np.asarray(answer["predictions"], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as error:
             raise BackendError(f"unexpected predict answer from TF Serving: {error}") from None
-        return BatchPrediction(checked(probabilities, len(images)), str(target))
+        return BatchPrediction(
+            contract_checked(probabilities, len(images), "TF Serving"), str(target)
+        )
 
     async def _available_versions(self, deadline: Deadline, *, retry: bool = True) -> list[int]:
         try:

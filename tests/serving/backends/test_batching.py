@@ -13,7 +13,7 @@ import pytest
 from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelInfo, ModelSelector
 from serving.backends.batching import BatchingBackend
-from serving.errors import BackendUnavailable, ModelNotFound
+from serving.errors import BackendError, BackendUnavailable, ModelNotFound
 
 
 class SignatureBackend(Backend):
@@ -159,6 +159,34 @@ async def test_a_backend_error_keeps_its_status_and_retry_after(inner, digits):
     inner.fail_with = None
     answer = await batcher.predict(digits[:2])  # the next batch is unaffected
     np.testing.assert_allclose(answer.probabilities, inner.compute(digits[:2]), atol=1e-5)
+
+
+class ShortAnswerBackend(Backend):
+    """Answers one row fewer than it was sent: a model server that broke the contract."""
+
+    kind = "short-answer"
+
+    async def ready(self) -> bool:
+        return True
+
+    async def model_info(self) -> ModelInfo:
+        return ModelInfo(name="mnist", version="1")
+
+    async def predict(self, images, selector=DEFAULT_MODEL) -> BatchPrediction:
+        return BatchPrediction(np.full((len(images) - 1, 10), 0.1, np.float32), "1")
+
+
+async def test_an_answer_that_breaks_the_contract_fails_its_callers_with_502(digits):
+    batcher = BatchingBackend(ShortAnswerBackend(), max_batch_size=64, max_wait_ms=5)
+    errors = await asyncio.gather(
+        *(batcher.predict(digits[i : i + 1]) for i in range(3)), return_exceptions=True
+    )
+    assert [type(error) for error in errors] == [BackendError] * 3
+    assert {error.status_code for error in errors} == {502}
+    assert {error.message for error in errors} == {
+        "the short-answer backend's answer breaks the model contract: "
+        "shape [2, 10] for 3 images, not [3, 10]"
+    }
 
 
 async def test_versions_and_labels_are_batched_separately(inner, digits):
