@@ -9,6 +9,12 @@ MODEL_NAME = "mnist"
 SIGNATURE_NAME = "serving_default"
 INPUT_KEY = "image"
 OUTPUT_KEY = "probabilities"
+# The probability that the image holds a digit at all. Optional: a version exported before
+# it existed has only OUTPUT_KEY, and every image counts as a digit.
+DIGIT_SCORE_KEY = "digit_score"
+# The exporter calibrates digit_score so that this one threshold decides for every model
+# (docs/DESIGN.md): the decision travels with the model, and every backend decides alike.
+DIGIT_THRESHOLD = 0.5
 
 IMAGE_SIZE = 28
 CHANNELS = 1

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from contract import INPUT_KEY, INPUT_SHAPE, NUM_CLASSES, OUTPUT_KEY, SIGNATURE_NAME
+from contract import (
+    DIGIT_SCORE_KEY,
+    INPUT_KEY,
+    INPUT_SHAPE,
+    NUM_CLASSES,
+    OUTPUT_KEY,
+    SIGNATURE_NAME,
+)
 
 # A float32 softmax row sums to 1 within a few ulps; TF Serving's JSON keeps them.
 ROW_SUM_TOLERANCE = 1e-3
@@ -24,12 +31,14 @@ def signature_problems(signature_def_map: Mapping[str, Any]) -> list[str]:
     expected = {
         ("inputs", INPUT_KEY): [-1, *INPUT_SHAPE],
         ("outputs", OUTPUT_KEY): [-1, NUM_CLASSES],
+        ("outputs", DIGIT_SCORE_KEY): [-1],
     }
     for (side, key), shape in expected.items():
         tensors = signature.get(side, {})
         info = tensors.get(key)
         if info is None:
-            problems.append(f"{side} has no {key!r} (it has {sorted(tensors)})")
+            if key != DIGIT_SCORE_KEY:  # optional: older versions lack it
+                problems.append(f"{side} has no {key!r} (it has {sorted(tensors)})")
             continue
         if info.get("dtype") != "DT_FLOAT":
             problems.append(f"{key!r} is {info.get('dtype')}, not DT_FLOAT")
@@ -37,6 +46,24 @@ def signature_problems(signature_def_map: Mapping[str, Any]) -> list[str]:
         if dims != shape:
             problems.append(f"{key!r} has shape {dims}, not {shape}")
     return problems
+
+
+def serves_digit_score(signature_def_map: Mapping[str, Any]) -> bool:
+    """Whether a contract-fitting SignatureDefMap (as for signature_problems) also
+    answers digit_score; False for versions exported before it existed."""
+    signature = signature_def_map.get("signature_def", {}).get(SIGNATURE_NAME, {})
+    return DIGIT_SCORE_KEY in signature.get("outputs", {})
+
+
+def digit_score_problem(scores: np.ndarray, batch_size: int) -> str | None:
+    """What is wrong with a model's digit_score for `batch_size` images, or None: one
+    value in [0, 1] per image (a NaN fails both comparisons)."""
+    if scores.shape != (batch_size,):
+        shape = list(scores.shape)
+        return f"digit_score has shape {shape} for {batch_size} images, not [{batch_size}]"
+    if batch_size and not (scores.min() >= 0 and scores.max() <= 1):
+        return "a digit_score is not a probability in [0, 1]"
+    return None
 
 
 def probability_problem(probabilities: np.ndarray, batch_size: int) -> str | None:
