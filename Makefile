@@ -53,11 +53,13 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	touch $@
 
 # Debian packages some tests drive: the browser, wrk for benchmarks, podman (runc,
-# debootstrap) to build and run the gateway image (scripts/images.sh).
+# debootstrap) to build and run the gateway image (scripts/images.sh), and the fonts the
+# training job renders its "not a digit" letters and symbols with (training/negatives.py).
 system-deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends \
-		chromium wrk podman runc debootstrap
+		chromium wrk podman runc debootstrap \
+		fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/ladder.py

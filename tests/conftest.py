@@ -34,18 +34,19 @@ SAMPLE_EPOCHS = 8
 def well_trained_model_base(tmp_path_factory) -> Path:
     """An export base holding mnist/1 trained through the real training job, once a session.
 
-    With MNIST_NPZ set: the `fast` profile on the full 60k (>=99% on the 10k test set,
-    minutes on 2 cores). Without it: the seed convnet for a few epochs on the committed
-    sample (about 95% on the sample's test images). metadata.json says which.
+    With MNIST_NPZ set: the default model's `fast` profile on the full 60k (>=99% on the
+    10k test set, minutes on 2 cores). Without it: the seed convnet for a few epochs on the
+    committed sample (about 95% on the sample's test images). metadata.json says which.
     """
     from training.data import load_npz
+    from training.models import DEFAULT_MODEL
     from training.train import TrainConfig, train
 
     full_data = os.environ.get("MNIST_NPZ")
     data = load_npz(Path(full_data) if full_data else SAMPLE_PATH)
     export_base = tmp_path_factory.mktemp("well-trained")
     config = TrainConfig(
-        model="convnet",
+        model=DEFAULT_MODEL if full_data else "convnet",
         profile="fast",
         export_base=export_base,
         epochs=None if full_data else SAMPLE_EPOCHS,

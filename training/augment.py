@@ -69,3 +69,30 @@ class RandomAffine(keras.layers.Layer):
             "shift": self.shift,
             "seed": self.seed,
         }
+
+
+class RandomStrokeWidth(keras.layers.Layer):
+    """Per image: thicken or thin the strokes by up to `amount` of a one-pixel dilation
+    or erosion (a 3x3 max or min filter), as pens, scanners and the gateway's own
+    thickening of hairlines vary them. Identity outside training."""
+
+    def __init__(self, amount: float, seed: int | None = None, **kw):
+        super().__init__(**kw)
+        self.amount, self.seed = amount, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        batch = ops.shape(images)[0]
+        weight = keras.random.uniform(
+            (batch, 1, 1, 1), -self.amount, self.amount, seed=self.seed_generator
+        )
+        dilated = ops.max_pool(images, 3, strides=1, padding="same")
+        eroded = -ops.max_pool(-images, 3, strides=1, padding="same")
+        thicker = ops.relu(weight) * (dilated - images)
+        thinner = ops.relu(-weight) * (eroded - images)
+        return images + thicker + thinner
+
+    def get_config(self):
+        return {**super().get_config(), "amount": self.amount, "seed": self.seed}

@@ -17,7 +17,7 @@ EXIT_DATA = 3
 EXIT_GATE = 4
 EXIT_EXPORT_BASE = 5
 DATA_ENV = "MNIST_NPZ"
-DEFAULT_MODEL = "convnet"  # training.models.DEFAULT_MODEL; checked by a test
+DEFAULT_MODEL = "convnet-bn-lite"  # training.models.DEFAULT_MODEL; checked by a test
 PROFILES = ("fast", "best")
 PROGRESS = {"bar": 1, "epoch": 2, "none": 0}
 

@@ -19,14 +19,17 @@ import numpy as np
 import tensorflow as tf
 
 from contract import (
+    DIGIT_SCORE_KEY,
     INPUT_KEY,
     INPUT_SHAPE,
     METADATA_FILENAME,
     MODEL_NAME,
+    NUM_CLASSES,
     OUTPUT_KEY,
     SIGNATURE_NAME,
     WARMUP_RELATIVE_PATH,
 )
+from training.calibration import Calibration
 
 
 def model_dir(export_base: Path | str) -> Path:
@@ -63,15 +66,26 @@ def write_warmup_requests(path: Path, images: np.ndarray) -> None:
             writer.write(log.SerializeToString())
 
 
-def _write_saved_model(model: keras.Model, directory: Path) -> None:
+def _write_saved_model(model: keras.Model, directory: Path, calibration: Calibration) -> None:
     # Keras 3's model.export() names the output "output_0"; an ExportArchive endpoint
-    # returning a dict gives the signature exactly the contract's names.
+    # returning a dict gives the signature exactly the contract's names. The calibration
+    # is part of the graph, so TF Serving serves calibrated outputs too; the numpy
+    # twins in training/calibration.py compute the same.
     archive = keras.export.ExportArchive()
     archive.track(model)
+    temperature = tf.constant(calibration.temperature, tf.float32)
+    scale = tf.constant(calibration.score_scale, tf.float32)
+    offset = tf.constant(calibration.score_offset, tf.float32)
 
     @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=INPUT_KEY)])
     def serve(image):
-        return {OUTPUT_KEY: tf.cast(model(image, training=False), tf.float32)}
+        logits = tf.cast(model(image, training=False), tf.float32)
+        digit_logits = logits[:, :NUM_CLASSES]
+        log_odds = tf.reduce_logsumexp(digit_logits, axis=1) - logits[:, NUM_CLASSES]
+        return {
+            OUTPUT_KEY: tf.nn.softmax(digit_logits / temperature),
+            DIGIT_SCORE_KEY: tf.sigmoid(scale * log_odds + offset),
+        }
 
     archive.add_endpoint(SIGNATURE_NAME, serve)
     archive.write_out(str(directory), verbose=False)
@@ -84,11 +98,13 @@ def export_model(
     warmup_images: np.ndarray,
     version: int | None = None,
     extra_files: Mapping[str, Path] | None = None,
+    calibration: Calibration | None = None,
 ) -> Path:
     """Write `model` as the next version (or `version`) and return its directory.
 
     `extra_files` (name in the version directory -> source file), such as the training
-    report, are copied in before the version becomes visible.
+    report, are copied in before the version becomes visible. `calibration` (none: the
+    identity) is baked into the graph.
     """
     base = model_dir(export_base)
     base.mkdir(parents=True, exist_ok=True)
@@ -101,7 +117,7 @@ def export_model(
     # mkdtemp creates 0700; TF Serving often runs as another user and must read it.
     staging.chmod(0o755)
     try:
-        _write_saved_model(model, staging)
+        _write_saved_model(model, staging, calibration or Calibration())
         write_warmup_requests(staging / WARMUP_RELATIVE_PATH, warmup_images)
         (staging / METADATA_FILENAME).write_text(
             json.dumps({"version": version, **metadata}, indent=2, sort_keys=True) + "\n"

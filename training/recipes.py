@@ -11,7 +11,7 @@ from typing import Literal
 import keras
 
 from contract import INPUT_KEY, INPUT_SHAPE
-from training.augment import RandomAffine
+from training.augment import RandomAffine, RandomStrokeWidth
 from training.models import LADDER, TrainingRecipe
 
 Profile = Literal["fast", "best"]
@@ -22,6 +22,8 @@ PROFILES: tuple[Profile, ...] = ("fast", "best")
 SHIFT_PIXELS = 2.0
 ROTATION_DEGREES = 10
 ZOOM_FRACTION = 0.08
+# Up to this share of a one-pixel dilation (or erosion) of the strokes.
+STROKE_WIDTH_AMOUNT = 0.6
 # Share of the run spent warming the learning rate up from zero (cosine recipes).
 WARMUP_FRACTION = 0.05
 
@@ -58,10 +60,17 @@ def optimizer_for(recipe: TrainingRecipe, total_steps: int) -> keras.optimizers.
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 
-def augmenter(seed: int) -> RandomAffine:
-    """Random shifts, rotations and zoom; active only while training, on the device."""
-    return RandomAffine(
-        ROTATION_DEGREES, ZOOM_FRACTION, SHIFT_PIXELS, seed=seed, dtype="float32", name="augment"
+def augmenter(seed: int) -> keras.Sequential:
+    """Random stroke width, shifts, rotations and zoom; active only while training, on
+    the device."""
+    return keras.Sequential(
+        [
+            RandomStrokeWidth(STROKE_WIDTH_AMOUNT, seed=seed, dtype="float32"),
+            RandomAffine(
+                ROTATION_DEGREES, ZOOM_FRACTION, SHIFT_PIXELS, seed=seed + 1, dtype="float32"
+            ),
+        ],
+        name="augment",
     )
 
 
@@ -76,7 +85,9 @@ def compile_for_training(
         trainer = keras.Model(inputs, model(augmenter(seed)(inputs)), name=f"{model.name}_train")
     trainer.compile(
         optimizer=optimizer_for(recipe, total_steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=recipe.label_smoothing
+        ),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     return model, trainer

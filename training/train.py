@@ -1,7 +1,12 @@
-"""The training job: data -> tf.data pipeline -> fit with TensorBoard -> evaluate -> gate -> export.
+"""The training job: data -> tf.data pipeline -> fit with TensorBoard -> calibrate ->
+evaluate -> gate -> export.
 
 `train(config, data)` is the whole job as a function; the CLI (training/cli.py) only
 parses flags, reads the environment and loads the data.
+
+No choice is made on the test set. A validation split carved from the training images
+(VALIDATION_FRACTION, fixed by the seed) gives the curves and fits the calibration with
+held-out negatives; the test set gives the figures reported at the end, once.
 """
 
 import contextlib
@@ -19,10 +24,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from contract import METADATA_FILENAME, NUM_CLASSES, PIXEL_MAX
+from contract import DIGIT_THRESHOLD, METADATA_FILENAME, PIXEL_MAX
+from training import calibration as cal
 from training.data import MnistData, to_model_input
 from training.export import export_model
-from training.models import DEFAULT_MODEL, LADDER
+from training.models import DEFAULT_MODEL, LADDER, NOT_A_DIGIT, NUM_OUTPUTS
+from training.negatives import font_files, mnist_like_negatives, split_fonts
 from training.recipes import (
     EpochClock,
     LearningRateLog,
@@ -38,6 +45,15 @@ log = logging.getLogger(__name__)
 REPORT_FILENAME = "report.png"
 WARMUP_IMAGES = 8
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "elapsed_seconds")
+# Share of the training images held out for validation (curves, calibration).
+VALIDATION_FRACTION = 0.1
+# Negatives ("not a digit") per training digit; and, from held-out fonts, at most
+# HELD_OUT_NEGATIVES each for validation and for the test figures (each costs the
+# gateway's preprocessing: docs/training.md).
+NEGATIVE_FRACTION = 0.1
+HELD_OUT_NEGATIVES = 2_000
+# Seeds of the three negative sets, offset from the run's seed so they never coincide.
+NEGATIVE_SEEDS = {"train": 1_000, "validation": 2_000, "test": 3_000}
 
 
 class AccuracyGateError(Exception):
@@ -101,7 +117,8 @@ def make_dataset(
     batch_size: int,
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
-    """uint8 images and integer labels -> batches of the contract's floats and one-hot labels.
+    """uint8 images and integer labels (NOT_A_DIGIT for negatives) -> batches of the
+    contract's floats and one-hot labels.
 
     Scaling happens per batch inside the pipeline so the 60k images stay uint8 in memory.
     """
@@ -110,13 +127,61 @@ def make_dataset(
         dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
 
     def scale(x, y):
-        return tf.cast(x, tf.float32) / PIXEL_MAX, tf.one_hot(y, NUM_CLASSES)
+        return tf.cast(x, tf.float32) / PIXEL_MAX, tf.one_hot(y, NUM_OUTPUTS)
 
     return (
         dataset.batch(batch_size)
         .map(scale, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Training digits and negatives, validation digits and negatives, test negatives
+    (the test digits are data.x_test)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_validation: np.ndarray
+    y_validation: np.ndarray
+    negatives_train: np.ndarray
+    negatives_validation: np.ndarray
+    negatives_test: np.ndarray
+
+
+def make_splits(data: MnistData, seed: int) -> Splits:
+    """Carve the validation split from the training images and make the negatives:
+    training ones from the training fonts, validation and test ones from held-out fonts."""
+    order = np.random.default_rng(seed).permutation(len(data.x_train))
+    held_out = max(1, int(len(order) * VALIDATION_FRACTION))
+    validation, training = order[:held_out], order[held_out:]
+    train_fonts, held_out_fonts = split_fonts(font_files())
+
+    def negatives(split: str, count: int, fonts) -> np.ndarray:
+        images, _kinds = mnist_like_negatives(
+            max(1, count), seed + NEGATIVE_SEEDS[split], fonts=fonts
+        )
+        return images
+
+    per_digit = NEGATIVE_FRACTION
+    return Splits(
+        x_train=data.x_train[training],
+        y_train=data.y_train[training],
+        x_validation=data.x_train[validation],
+        y_validation=data.y_train[validation],
+        negatives_train=negatives("train", int(len(training) * per_digit), train_fonts),
+        negatives_validation=negatives(
+            "validation", min(held_out, HELD_OUT_NEGATIVES), held_out_fonts
+        ),
+        negatives_test=negatives("test", min(len(data.x_test), HELD_OUT_NEGATIVES), held_out_fonts),
+    )
+
+
+def with_negatives(digits: np.ndarray, labels: np.ndarray, negatives: np.ndarray):
+    images = np.concatenate([digits, negatives])
+    labels = np.concatenate([labels.astype(np.int64), np.full(len(negatives), NOT_A_DIGIT)])
+    return images, labels
 
 
 def _rounded(seconds: float | None) -> float | None:
@@ -143,6 +208,44 @@ def _library_versions() -> dict[str, str]:
     }
 
 
+def calibration_figures(
+    calibration: cal.Calibration,
+    test_logits: np.ndarray,
+    test_labels: np.ndarray,
+    test_negative_logits: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray],
+) -> dict[str, Any]:
+    """What metadata.json records of the calibration: its parameters, the threshold, ECE
+    on the test digits before and after, and the rejection rates it gives on held-out
+    data (validation, and the test digits with held-out-font negatives)."""
+    validation_digits, validation_negatives = validation
+    at_validation = cal.rejection_rates(
+        cal.digit_scores(validation_digits, calibration),
+        cal.digit_scores(validation_negatives, calibration),
+    )
+    at_test = cal.rejection_rates(
+        cal.digit_scores(test_logits, calibration),
+        cal.digit_scores(test_negative_logits, calibration),
+    )
+    return {
+        **calibration.as_dict(),
+        "digit_threshold": DIGIT_THRESHOLD,
+        "ece_test_before": round(
+            cal.expected_calibration_error(cal.digit_probabilities(test_logits), test_labels), 6
+        ),
+        "ece_test_after": round(
+            cal.expected_calibration_error(
+                cal.digit_probabilities(test_logits, calibration.temperature), test_labels
+            ),
+            6,
+        ),
+        "false_rejection_rate_validation": round(at_validation["false_rejection_rate"], 6),
+        "rejection_rate_validation": round(at_validation["rejection_rate"], 6),
+        "false_rejection_rate_test": round(at_test["false_rejection_rate"], 6),
+        "rejection_rate_test": round(at_test["rejection_rate"], 6),
+    }
+
+
 def train(config: TrainConfig, data: MnistData) -> TrainResult:
     """Train `config.model` on `data`, evaluate on its test split and export a new version.
 
@@ -160,10 +263,22 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
         tf.config.experimental.enable_op_determinism()
     strategy = configure_devices(config.mixed_precision)
     global_batch = batch_size * strategy.num_replicas_in_sync
-    steps_per_epoch = -(-len(data.x_train) // global_batch)
 
-    train_ds = make_dataset(data.x_train, data.y_train, global_batch, shuffle_seed=config.seed)
-    test_ds = make_dataset(data.x_test, data.y_test, global_batch)
+    started_data = time.perf_counter()
+    splits = make_splits(data, config.seed)
+    log.info(
+        "%d training digits + %d negatives, %d validation digits + %d negatives, in %.1f s",
+        len(splits.x_train), len(splits.negatives_train), len(splits.x_validation),
+        len(splits.negatives_validation), time.perf_counter() - started_data,
+    )  # fmt: skip
+    steps_per_epoch = -(-(len(splits.x_train) + len(splits.negatives_train)) // global_batch)
+    train_ds = make_dataset(
+        *with_negatives(splits.x_train, splits.y_train, splits.negatives_train),
+        global_batch,
+        shuffle_seed=config.seed,
+    )
+    # Digits only: the curves' validation accuracy is the digit accuracy.
+    validation_ds = make_dataset(splits.x_validation, splits.y_validation, global_batch)
     with strategy.scope():
         model, trainer = compile_for_training(
             config.model, recipe, total_steps=steps_per_epoch * epochs, seed=config.seed
@@ -187,23 +302,47 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
     history = trainer.fit(
         train_ds,
         epochs=epochs,
-        validation_data=test_ds,
+        validation_data=validation_ds,
         shuffle=False,  # the pipeline shuffles
         callbacks=callbacks,
         verbose=config.verbose,
     ).history
     seconds = time.perf_counter() - started
 
-    probabilities = model.predict(test_ds, verbose=0).astype(np.float32)
+    def logits_of(images: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(to_model_input(images), batch_size=1000, verbose=0))
+
+    calibration = cal.calibrate(
+        logits_of(splits.x_validation),
+        splits.y_validation.astype(np.int64),
+        logits_of(splits.negatives_validation),
+    )
+    test_logits = logits_of(data.x_test)
+    probabilities = cal.digit_probabilities(test_logits, calibration.temperature)
     test_accuracy = float(np.mean(probabilities.argmax(axis=1) == data.y_test))
-    log.info("test accuracy %.4f after %.1f s", test_accuracy, seconds)
+    test_negative_logits = logits_of(splits.negatives_test)
+    judged = calibration_figures(
+        calibration,
+        test_logits,
+        data.y_test.astype(np.int64),
+        test_negative_logits,
+        validation=(logits_of(splits.x_validation), logits_of(splits.negatives_validation)),
+    )
+    log.info(
+        "test accuracy %.4f after %.1f s; ECE %.4f -> %.4f (temperature %.3f); "
+        "not a digit: %.2f%% of test digits, %.2f%% of held-out negatives",
+        test_accuracy, seconds, judged["ece_test_before"], judged["ece_test_after"],
+        calibration.temperature, 100 * judged["false_rejection_rate_test"],
+        100 * judged["rejection_rate_test"],
+    )  # fmt: skip
 
     metadata: dict[str, Any] = {
         "model": config.model,
         "description": stage.description,
         "profile": config.profile,
         "test_accuracy": round(test_accuracy, 6),
-        "test_loss": round(float(history["val_loss"][-1]), 6),
+        "validation_loss": round(float(history["val_loss"][-1]), 6),
+        "validation_accuracy": round(float(history["val_accuracy"][-1]), 6),
         "train_accuracy": round(float(history["accuracy"][-1]), 6),
         "parameters": int(model.count_params()),
         "epochs": epochs,
@@ -212,16 +351,23 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
         "mixed_precision": config.mixed_precision,
         "training_seconds": round(seconds, 2),
         "seconds_per_epoch": round(seconds / epochs, 2),
-        # Includes each epoch's evaluation on the test set, as the curves need it anyway.
+        # Validation accuracy; includes each epoch's evaluation on the validation split.
         "seconds_to_99_percent": _rounded(
             seconds_to_reach(0.99, history["val_accuracy"], clock.elapsed)
         ),
+        "calibration": judged,
         "history": {
             key: [round(float(value), 6) for value in values]
             for key, values in {**history, "elapsed_seconds": clock.elapsed}.items()
             if key in HISTORY_KEYS
         },
-        "train_examples": len(data.x_train),
+        "train_examples": len(splits.x_train),
+        "validation_examples": len(splits.x_validation),
+        "negative_examples": {
+            "train": len(splits.negatives_train),
+            "validation": len(splits.negatives_validation),
+            "test": len(splits.negatives_test),
+        },
         "test_examples": len(data.x_test),
         "data_sha256": data.sha256,
         "data_source": data.source,
@@ -242,6 +388,9 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
                 data.x_test,
                 data.y_test,
                 probabilities,
+                cal.digit_probabilities(test_logits),
+                cal.digit_scores(test_logits, calibration),
+                cal.digit_scores(test_negative_logits, calibration),
             )
             extra_files[REPORT_FILENAME] = report
         export_dir = export_model(
@@ -250,6 +399,7 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
             metadata,
             to_model_input(data.x_test[:WARMUP_IMAGES]),
             extra_files=extra_files,
+            calibration=calibration,
         )
     log.info("exported %s (%s, %s)", export_dir, METADATA_FILENAME, REPORT_FILENAME)
     exported = json.loads((export_dir / METADATA_FILENAME).read_text())

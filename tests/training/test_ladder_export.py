@@ -10,6 +10,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from contract import (
+    DIGIT_SCORE_KEY,
     INPUT_KEY,
     INPUT_SHAPE,
     METADATA_FILENAME,
@@ -78,9 +79,11 @@ def test_signature_has_exactly_the_contract_names_shapes_and_dtypes(exported):
     assert kwargs[INPUT_KEY].shape.as_list() == [None, *INPUT_SHAPE]
     assert kwargs[INPUT_KEY].dtype == tf.float32
     outputs = signature.structured_outputs
-    assert set(outputs) == {OUTPUT_KEY}
+    assert set(outputs) == {OUTPUT_KEY, DIGIT_SCORE_KEY}
     assert outputs[OUTPUT_KEY].shape.as_list() == [None, NUM_CLASSES]
     assert outputs[OUTPUT_KEY].dtype == tf.float32
+    assert outputs[DIGIT_SCORE_KEY].shape.as_list() == [None]
+    assert outputs[DIGIT_SCORE_KEY].dtype == tf.float32
 
 
 @pytest.mark.parametrize("batch", [1, 3, 64])
@@ -88,11 +91,16 @@ def test_probabilities_are_a_distribution_per_image(exported, small_sample, batc
     _, version_dir, _ = exported
     _loaded, signature = _signature(version_dir)
     images = to_model_input(small_sample.x_test[:batch])
-    probabilities = signature(**{INPUT_KEY: tf.constant(images)})[OUTPUT_KEY].numpy()
+    outputs = signature(**{INPUT_KEY: tf.constant(images)})
+    probabilities = outputs[OUTPUT_KEY].numpy()
     assert probabilities.shape == (batch, NUM_CLASSES)
     assert probabilities.dtype == np.float32
     assert (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    scores = outputs[DIGIT_SCORE_KEY].numpy()
+    assert scores.shape == (batch,)
+    assert scores.dtype == np.float32
+    assert ((scores >= 0) & (scores <= 1)).all()
 
 
 def test_warmup_file_holds_prediction_logs_the_signature_accepts(exported):
@@ -124,7 +132,18 @@ def test_metadata_describes_the_run(exported, small_sample):
     assert metadata["seed"] == 0
     assert metadata["parameters"] == LADDER[name].build().count_params()
     assert metadata["data_sha256"] == hashlib.sha256(SAMPLE_PATH.read_bytes()).hexdigest()
-    assert metadata["train_examples"] == 512
+    # The validation split is carved from the training images, never from the test set.
+    assert (metadata["train_examples"], metadata["validation_examples"]) == (461, 51)
+    negatives = metadata["negative_examples"]
+    assert negatives == {"train": 46, "validation": 51, "test": 256}
+    calibration = metadata["calibration"]
+    assert calibration["temperature"] > 0
+    assert calibration["digit_threshold"] == 0.5
+    for key in (
+        "ece_test_before", "ece_test_after", "false_rejection_rate_validation",
+        "rejection_rate_validation", "false_rejection_rate_test", "rejection_rate_test",
+    ):  # fmt: skip
+        assert 0 <= calibration[key] <= 1, key
     assert metadata["test_examples"] == 256
     assert metadata["training_seconds"] > 0
     assert {"tensorflow", "keras", "numpy", "python"} <= set(metadata["libraries"])
