@@ -1,9 +1,10 @@
 """What the TF Serving backends spend per call on the gateway side, measured in one run.
 
 1. Encoding a batch for the wire: gRPC TensorProto with raw bytes in tensor_content (what
-   serving/backends/tfserving/grpc.py does) vs tf.make_tensor_proto vs REST's JSON row format.
+   serving/backends/tfserving/grpc.py does) vs tf.make_tensor_proto vs REST's JSON (the
+   columnar body serving/backends/tfserving/rest.py sends).
 2. Decoding the answer: float_val (TF Serving's answer) with numpy vs tf.make_ndarray, and
-   REST's JSON.
+   REST's JSON (probabilities and digit_score, columnar, as rest.py reads it).
 3. Importing the official protos (a fresh interpreter: they import TensorFlow).
 
     python bench/tfserving_codec.py
@@ -45,6 +46,7 @@ def main() -> None:
     import tensorflow as tf
 
     from serving.backends.tfserving.grpc import ndarray_to_tensor_proto, tensor_proto_to_ndarray
+    from serving.backends.tfserving.rest import decode_outputs, encode_inputs
 
     rng = np.random.default_rng(0)
     # Real digits: mostly background zeros, which JSON writes short ("0.0").
@@ -59,11 +61,9 @@ def main() -> None:
         images = digits[:n]
         ours = median_ms(lambda images=images: ndarray_to_tensor_proto(images).SerializeToString())
         tfs = median_ms(lambda images=images: tf.make_tensor_proto(images).SerializeToString())
-        body = {"signature_name": "serving_default", "instances": None}
 
-        def rest(images=images, body=body):
-            body["instances"] = images.tolist()
-            return json.dumps(body).encode()
+        def rest(images=images):
+            return encode_inputs(images)
 
         rest_ms = median_ms(rest)
         proto_bytes = len(ndarray_to_tensor_proto(images).SerializeToString())
@@ -73,19 +73,20 @@ def main() -> None:
             f"{proto_bytes:>12} {json_bytes:>11}"
         )
 
-    print("\ndecode an answer of float32 [n, 10] (median ms)")
+    print("\ndecode an answer of float32 [n, 10] and, REST, digit_score [n] (median ms)")
     print(f"{'n':>5} {'float_val+numpy':>16} {'tf.make_ndarray':>16} {'REST JSON':>10}")
     for n in BATCH_SIZES:
         probabilities = rng.random((n, 10), dtype=np.float32)
         proto = tf.make_tensor_proto(probabilities)
         proto.ClearField("tensor_content")
         proto.float_val.extend(probabilities.ravel().tolist())  # as TF Serving answers
-        text = json.dumps({"predictions": probabilities.tolist()})
+        scores = rng.random(n, dtype=np.float32).tolist()
+        text = json.dumps(
+            {"outputs": {"probabilities": probabilities.tolist(), "digit_score": scores}}
+        )
         ours = median_ms(lambda proto=proto: tensor_proto_to_ndarray(proto))
         tfs = median_ms(lambda proto=proto: tf.make_ndarray(proto))
-        rest = median_ms(
-            lambda text=text: np.asarray(json.loads(text)["predictions"], dtype=np.float32)
-        )
+        rest = median_ms(lambda text=text: decode_outputs(json.loads(text)))
         print(f"{n:>5} {ours:>16.3f} {tfs:>16.3f} {rest:>10.3f}")
 
     print("\nimport in a fresh interpreter (seconds, one run each)")

@@ -2,7 +2,7 @@
 
     from client import Client
     for p in Client("http://127.0.0.1:8000").predict(["seven.png", "digits/"]):
-        print(p.filename, p.digit, p.confidence)
+        print(p.filename, p.digit if p.is_digit else "not a digit", p.confidence)
 
 Many images go in few requests: inputs are sent in chunks within the server's limits
 (files and bytes per request, asked once from `GET /v1/models`), a few chunks in flight
@@ -43,11 +43,16 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class Prediction:
     filename: str
-    digit: int
+    digit: int  # the likeliest digit; not the answer when is_digit is false
     confidence: float
     probabilities: tuple[float, ...]
     model_name: str
     model_version: str
+    # Whether the image holds a digit at all (the gateway's threshold on digit_score).
+    is_digit: bool = True
+    # The model's calibrated probability that it does; None from a model version (or a
+    # gateway) older than digit_score.
+    digit_score: float | None = None
 
 
 class ClientError(Exception):
@@ -297,6 +302,8 @@ class Client:
                 probabilities=tuple(float(p) for p in entry["probabilities"]),
                 model_name=str(model.get("name", "")),
                 model_version=str(model.get("version", "")),
+                is_digit=bool(entry.get("is_digit", True)),
+                digit_score=_optional_float(entry.get("digit_score")),
             )
             for (index, source, _), entry in zip(group, entries, strict=True)
         }
@@ -329,6 +336,10 @@ class Client:
             logger.info("retrying %s %s in %.1fs: %s", method, path, delay, problem)
             time.sleep(delay)
             attempt += 1
+
+
+def _optional_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _positive_int(value: object) -> int | None:

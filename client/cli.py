@@ -150,6 +150,10 @@ def _exit_code_for(result: Result) -> int:
 def _print_result(result: Result, out: TextIO, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(_as_dict(result)), file=out, flush=True)
+    elif isinstance(result, Prediction) and not result.is_digit:
+        # The likeliest digit of an image that holds none is no answer: not shown.
+        score = "" if result.digit_score is None else f" (score {result.digit_score:.2f})"
+        print(f"{result.filename}  not a digit{score}", file=out, flush=True)
     elif isinstance(result, Prediction):
         bar = _probability_bar(result.probabilities, out)
         print(
@@ -167,6 +171,8 @@ def _as_dict(result: Result) -> dict:
             "filename": result.filename,
             "digit": result.digit,
             "confidence": result.confidence,
+            "is_digit": result.is_digit,
+            "digit_score": result.digit_score,
             "probabilities": list(result.probabilities),
             "model": {"name": result.model_name, "version": result.model_version},
         }

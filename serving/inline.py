@@ -18,7 +18,7 @@ from dataclasses import dataclass
 PREPROCESS_US_PER_IMAGE = 60.0  # decoding and preparing one upload, whatever its size
 PREPROCESS_US_PER_PIXEL = 0.03  # ... and per pixel of it
 MODEL_US_PER_ROW = 60.0  # one image of a small batch through the embedded model
-JSON_US_PER_ROW = 400.0  # one image written as TF Serving's REST row format
+JSON_US_PER_ROW = 400.0  # one image written as TF Serving's REST JSON (same in either format)
 
 
 @dataclass(frozen=True)

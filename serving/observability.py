@@ -35,6 +35,9 @@ _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Confidence is a probability, and most of a good model's answers sit above 0.99: the
+# buckets are finest where drift first shows.
+CONFIDENCE_BUCKETS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 
 
 class GatewayMetrics:
@@ -65,6 +68,20 @@ class GatewayMetrics:
             "gateway_predictions",
             "Images classified, by predicted digit and the model version that answered.",
             ["digit", "model_version"],
+            registry=self.registry,
+        )
+        self.not_a_digit = Counter(
+            "gateway_not_a_digit",
+            "Images judged not a digit (digit_score under the threshold), by model version.",
+            ["model_version"],
+            registry=self.registry,
+        )
+        self.confidence = Histogram(
+            "gateway_prediction_confidence",
+            "Confidence (probability of the predicted digit) of every image classified, "
+            "by model version: what drift monitoring watches.",
+            ["model_version"],
+            buckets=CONFIDENCE_BUCKETS,
             registry=self.registry,
         )
         self.batch_images = Histogram(

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-from contract import IMAGE_SIZE, MODEL_NAME
+from contract import DIGIT_THRESHOLD, IMAGE_SIZE, MODEL_NAME
 
 BackendKind = Literal["embedded", "grpc", "rest"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     tfserving_grpc_target: str = "localhost:8500"
     tfserving_rest_url: str = "http://localhost:8501"
     backend_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    # An image is a digit when the model's digit_score is at least this. The exporter
+    # calibrates every model for contract.DIGIT_THRESHOLD; another value trades false
+    # rejections of digits against accepted non-digits (docs/DESIGN.md).
+    digit_threshold: float = Field(DIGIT_THRESHOLD, ge=0, le=1)
 
     # TensorFlow Serving backends (grpc, rest). See README "TensorFlow Serving".
     # round_robin spreads calls over every address a dns:/// target resolves to

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from contract import INPUT_SHAPE, NUM_CLASSES
+from contract import DIGIT_THRESHOLD, INPUT_SHAPE, NUM_CLASSES
 from serving.errors import GatewayError
 
 
@@ -41,6 +41,24 @@ class Prediction(BaseModel):
     filename: str | None = Field(examples=["seven.png"])
     digit: int = Field(ge=0, le=NUM_CLASSES - 1, examples=[7])
     confidence: float = Field(ge=0, le=1, examples=[0.9987])
+    is_digit: bool = Field(
+        description=(
+            "whether the image holds a digit at all: `digit_score` at least the threshold "
+            "in force (`digit_threshold` of GET /v1/models); always true for a model version "
+            "without `digit_score`. When false, `digit` is only the likeliest digit of an "
+            "image that is none: show it as not a digit"
+        ),
+        examples=[True],
+    )
+    digit_score: float | None = Field(
+        ge=0,
+        le=1,
+        description=(
+            "the model's calibrated probability that the image holds a digit; null for a "
+            "model version exported before digit_score existed (then `is_digit` is true)"
+        ),
+        examples=[0.9993],
+    )
     probabilities: list[float] = Field(
         min_length=NUM_CLASSES,
         max_length=NUM_CLASSES,
@@ -67,6 +85,31 @@ class OutputContract(BaseModel):
     shape: list[int | None] = Field(examples=[[None, NUM_CLASSES]])
 
 
+class VersionDetails(BaseModel):
+    serves_digit_score: bool = Field(
+        description="false for a version exported before digit_score: its images all count "
+        "as digits",
+        examples=[True],
+    )
+    calibration: dict[str, Any] | None = Field(
+        description=(
+            "the `calibration` of the version's metadata.json, as the trainer wrote it "
+            "(temperature, ECE before and after, rejection rates, ...); null where absent "
+            "or not reachable (TF Serving backends)"
+        ),
+        examples=[
+            {
+                "temperature": 1.21,
+                "digit_threshold": DIGIT_THRESHOLD,
+                "ece_test_before": 0.0123,
+                "ece_test_after": 0.0031,
+                "false_rejection_rate_test": 0.0042,
+                "rejection_rate_test": 0.987,
+            }
+        ],
+    )
+
+
 class RequestLimits(BaseModel):
     """What one predict request may hold: clients size their batches by it."""
 
@@ -83,7 +126,23 @@ class ModelsResponse(BaseModel):
     backend: str = Field(examples=["embedded"])
     signature: str = Field(examples=["serving_default"])
     input: InputContract
-    output: OutputContract
+    output: OutputContract = Field(description="the probabilities output (see `outputs`)")
+    outputs: list[OutputContract] = Field(
+        description="every output of the signature: `probabilities`, and `digit_score` "
+        "(float32 [batch]) from versions exported since it exists"
+    )
+    digit_threshold: float = Field(
+        ge=0,
+        le=1,
+        description="the threshold in force: an image is a digit when its digit_score is at "
+        "least this (GATEWAY_DIGIT_THRESHOLD; models are calibrated for "
+        f"{DIGIT_THRESHOLD})",
+        examples=[DIGIT_THRESHOLD],
+    )
+    version_details: dict[str, VersionDetails] = Field(
+        description="by version, for the versions the backend knows about: every loaded "
+        "version (embedded), the default and labelled ones (TF Serving)"
+    )
     labels: list[str] = Field(examples=[["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]])
     limits: RequestLimits
 

@@ -7,12 +7,14 @@ because a model server is down — readiness reports that instead), `predict()` 
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from contract.checks import probability_problem
+from contract import DIGIT_SCORE_KEY
+from contract.checks import digit_score_problem, probability_problem
 from serving.errors import BackendError, InvalidRequest
 
 # TF Serving's label grammar, narrowed to what is safe in its REST paths.
@@ -39,13 +41,14 @@ class ModelSelector:
 DEFAULT_MODEL = ModelSelector()
 
 
-def contract_checked(probabilities: np.ndarray, batch_size: int, answered_by: str) -> np.ndarray:
-    """The answer itself when it fits the model contract (contract.checks), else
-    BackendError naming who answered: what every backend does with every answer."""
-    problem = probability_problem(probabilities, batch_size)
-    if problem:
-        raise BackendError(f"{answered_by}'s answer breaks the model contract: {problem}")
-    return probabilities
+@dataclass(frozen=True)
+class VersionDetails:
+    """What the gateway knows of one model version beyond its number."""
+
+    serves_digit_score: bool  # False: exported before digit_score; every image is a digit
+    # metadata.json's "calibration", as the trainer wrote it; None where it is not
+    # readable (TF Serving backends) or absent (older exports).
+    calibration: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,48 @@ class ModelInfo:
     version: str
     available_versions: tuple[str, ...] = ()
     version_labels: dict[str, str] = field(default_factory=dict)  # label -> version
+    # version -> details, for the versions the backend knows them of.
+    version_details: dict[str, VersionDetails] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BatchPrediction:
     probabilities: np.ndarray  # float32 [batch, NUM_CLASSES], rows sum to 1
     model_version: str  # the version that actually answered
+    # float32 [batch] in [0, 1], the probability that each image holds a digit; None when
+    # the version was exported before digit_score existed.
+    digit_scores: np.ndarray | None = None
+
+    def rows(self, start: int, stop: int) -> "BatchPrediction":
+        """The answer for images start..stop of the batch."""
+        scores = self.digit_scores
+        return BatchPrediction(
+            self.probabilities[start:stop],
+            self.model_version,
+            None if scores is None else scores[start:stop],
+        )
+
+
+def without_digit_score_note(version: object) -> str:
+    """The log line every backend writes once when it meets a version without digit_score."""
+    return (
+        f"model version {version} has no {DIGIT_SCORE_KEY!r} output (exported before it "
+        "existed): every image it answers will count as a digit"
+    )
+
+
+def contract_checked(
+    prediction: BatchPrediction, batch_size: int, answered_by: str
+) -> BatchPrediction:
+    """The answer itself when it fits the model contract (contract.checks: probabilities,
+    and digit scores when the version has them), else BackendError naming who answered:
+    what every backend does with every answer."""
+    problem = probability_problem(prediction.probabilities, batch_size)
+    if problem is None and prediction.digit_scores is not None:
+        problem = digit_score_problem(prediction.digit_scores, batch_size)
+    if problem:
+        raise BackendError(f"{answered_by}'s answer breaks the model contract: {problem}")
+    return prediction
 
 
 class Backend(ABC):
@@ -84,4 +123,5 @@ class Backend(ABC):
     async def predict(
         self, images: np.ndarray, selector: ModelSelector = DEFAULT_MODEL
     ) -> BatchPrediction:
-        """Probabilities for float32 images [batch, 28, 28, 1] in [0, 1] (the model contract)."""
+        """Probabilities (and digit scores, when the version has them) for float32 images
+        [batch, 28, 28, 1] in [0, 1] (the model contract)."""

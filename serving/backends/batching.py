@@ -2,7 +2,7 @@
 
 `BatchingBackend` wraps any `Backend`. Callers asking for the same model (version, label)
 are queued together and sent to the inner backend as one concatenated batch; each caller
-gets exactly its own rows back.
+gets exactly its own rows back (probabilities and digit scores alike).
 
 When to send, measured rather than guessed (docs/benchmarks.md):
 - nothing in flight for this model: send on the next event-loop turn, so a lone request
@@ -174,9 +174,10 @@ class BatchingBackend(Backend):
             images = live[0].images if len(live) == 1 else np.concatenate([p.images for p in live])
             self._observe(len(images))
             try:
-                result = await self.inner.predict(images, key)
-                contract_checked(
-                    result.probabilities, len(images), f"the {self.inner.kind} backend"
+                result = contract_checked(
+                    await self.inner.predict(images, key),
+                    len(images),
+                    f"the {self.inner.kind} backend",
                 )
             except asyncio.CancelledError:
                 for pending in live:
@@ -192,9 +193,7 @@ class BatchingBackend(Backend):
             for pending in live:
                 stop = start + len(pending.images)
                 if not pending.future.done():
-                    pending.future.set_result(
-                        BatchPrediction(result.probabilities[start:stop], result.model_version)
-                    )
+                    pending.future.set_result(result.rows(start, stop))
                 start = stop
         finally:
             queue.in_flight -= 1

@@ -7,6 +7,8 @@ up completely before the served reference is swapped, so requests in flight fini
 the old model and readiness never drops. The model is called through its
 `serving_default` SignatureDef, run by a TensorFlow session as TF Serving runs it: the
 eager call of the same signature costs 2-3x the CPU at batch 1 (docs/benchmarks.md).
+Both outputs, probabilities and digit_score, come from one session callable; a version
+exported before digit_score existed is served with probabilities alone (logged at load).
 Calls run in a worker thread, so the event
 loop keeps serving while TensorFlow computes, except the batcher's small batches, which
 cost less computed on the loop than handed over (serving/inline.py).
@@ -15,8 +17,9 @@ cost less computed on the loop than handed over (serving/inline.py).
 import asyncio
 import contextlib
 import functools
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +28,26 @@ import anyio
 import numpy as np
 from google.protobuf import json_format
 
-from contract import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
-from contract.checks import probability_problem, signature_problems
+from contract import (
+    DIGIT_SCORE_KEY,
+    INPUT_KEY,
+    INPUT_SHAPE,
+    METADATA_FILENAME,
+    OUTPUT_KEY,
+    SIGNATURE_NAME,
+)
+from contract.checks import serves_digit_score, signature_problems
 from serving.backends.base import (
     DEFAULT_MODEL,
     Backend,
     BatchPrediction,
     ModelInfo,
     ModelSelector,
+    VersionDetails,
     contract_checked,
+    without_digit_score_note,
 )
-from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
+from serving.errors import BackendError, BackendTimeout, BackendUnavailable, ModelNotFound
 from serving.heap import freeze_long_lived_objects
 from serving.inline import NEVER_INLINE, InlineBudget
 
@@ -64,11 +76,22 @@ def set_intra_op_threads(threads: int) -> None:
 class LoadedVersion:
     version: int
     path: Path
-    run: Callable[[np.ndarray], np.ndarray]  # the signature: images in, probabilities out
+    # The signature, one session callable: images in; probabilities out, or
+    # [probabilities, digit_score] when the version serves digit_score.
+    run: Callable[[np.ndarray], Any]
     session: Any  # the TensorFlow session `run` belongs to
+    serves_digit_score: bool = True
+    calibration: Mapping[str, Any] | None = None  # metadata.json's "calibration"
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.run(np.asarray(images, dtype=np.float32))
+    def __call__(self, images: np.ndarray) -> BatchPrediction:
+        outputs = self.run(np.asarray(images, dtype=np.float32))
+        if self.serves_digit_score:
+            return BatchPrediction(outputs[0], str(self.version), outputs[1])
+        return BatchPrediction(outputs, str(self.version))
+
+    @property
+    def details(self) -> VersionDetails:
+        return VersionDetails(self.serves_digit_score, self.calibration)
 
 
 def version_directories(base_path: Path) -> dict[int, Path]:
@@ -102,22 +125,51 @@ def load_version(version: int, path: Path, *, intra_op_threads: int = 0) -> Load
         problems = signature_problems({"signature_def": signatures})
         if problems:
             raise ValueError(f"{path} breaks the model contract: {'; '.join(problems)}")
+        with_digit_score = serves_digit_score({"signature_def": signatures})
         signature = meta_graph.signature_def[SIGNATURE_NAME]
-        run = session.make_callable(
-            signature.outputs[OUTPUT_KEY].name, feed_list=[signature.inputs[INPUT_KEY].name]
+        probabilities = signature.outputs[OUTPUT_KEY].name
+        # One callable, one session run, for both outputs.
+        fetches = (
+            [probabilities, signature.outputs[DIGIT_SCORE_KEY].name]
+            if with_digit_score
+            else probabilities
         )
-        model = LoadedVersion(version=version, path=path, run=run, session=session)
+        run = session.make_callable(fetches, feed_list=[signature.inputs[INPUT_KEY].name])
+        model = LoadedVersion(
+            version=version,
+            path=path,
+            run=run,
+            session=session,
+            serves_digit_score=with_digit_score,
+            calibration=read_calibration(path),
+        )
         # Warm-up: the first calls allocate and pick kernels; users should not pay for that.
         for batch_size in (1, 8):
-            problem = probability_problem(
-                model(np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32)), batch_size
-            )
-            if problem:
-                raise ValueError(f"{path}: its answer breaks the model contract: {problem}")
+            try:
+                contract_checked(
+                    model(np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32)),
+                    batch_size,
+                    f"model version {version}",
+                )
+            except BackendError as error:
+                raise ValueError(f"{path}: {error.message}") from None
     except BaseException:
         session.close()
         raise
+    if not with_digit_score:
+        logger.warning(without_digit_score_note(version))
     return model
+
+
+def read_calibration(path: Path) -> Mapping[str, Any] | None:
+    """The "calibration" of a version's metadata.json as the trainer wrote it; None when
+    the file or the key is missing or unreadable (the version is served all the same)."""
+    try:
+        metadata = json.loads((path / METADATA_FILENAME).read_text())
+    except (OSError, ValueError):
+        return None
+    calibration = metadata.get("calibration") if isinstance(metadata, dict) else None
+    return calibration if isinstance(calibration, dict) else None
 
 
 class EmbeddedBackend(Backend):
@@ -229,6 +281,7 @@ class EmbeddedBackend(Backend):
             name=self._model_name,
             version=str(max(loaded)),
             available_versions=tuple(str(v) for v in sorted(loaded, reverse=True)),
+            version_details={str(v): m.details for v, m in sorted(loaded.items(), reverse=True)},
         )
 
     async def predict(
@@ -240,23 +293,22 @@ class EmbeddedBackend(Backend):
             )
         model = self._pick(selector.version)
         if self._inline.model_call(len(images)):
-            return self._answer(model, model(images), len(images))
+            return self._checked(model, model(images), len(images))
         try:
             with anyio.fail_after(self._timeout_seconds):
                 # On timeout the thread finishes in the background; the client is answered.
-                probabilities = await anyio.to_thread.run_sync(
+                answer = await anyio.to_thread.run_sync(
                     model, images, limiter=self._limiter, abandon_on_cancel=True
                 )
         except TimeoutError:
             raise BackendTimeout(
                 f"the model did not answer within {self._timeout_seconds:g} s"
             ) from None
-        return self._answer(model, probabilities, len(images))
+        return self._checked(model, answer, len(images))
 
     @staticmethod
-    def _answer(model: LoadedVersion, probabilities: np.ndarray, batch_size: int):
-        checked = contract_checked(probabilities, batch_size, f"model version {model.version}")
-        return BatchPrediction(probabilities=checked, model_version=str(model.version))
+    def _checked(model: LoadedVersion, answer: BatchPrediction, batch_size: int):
+        return contract_checked(answer, batch_size, f"model version {model.version}")
 
     def _pick(self, version: int | None) -> LoadedVersion:
         loaded = self._loaded

@@ -422,3 +422,47 @@ def test_result_is_announced_through_a_live_region(page, gateway):
         r"The model reads the digit 1 with \d+\.\d% confidence \(model version 1\)\.",
         status.inner_text(),
     )
+
+
+def test_an_image_the_model_judges_no_digit_is_shown_as_not_a_digit(
+    page, start_gateway, tiny_model_base, mnist_sample, tmp_path
+):
+    # The real gateway with GATEWAY_DIGIT_THRESHOLD=1: every image scored below 1 is "not
+    # a digit" (the tiny model scores test digits 0.99...; a score saturated at exactly 1
+    # would still pass, so the upload is one the gateway itself judged first).
+    with start_gateway(tiny_model_base / "mnist", digit_threshold=1.0) as gateway:
+        upload = None
+        for index in range(20):
+            data = png_bytes(mnist_sample["x_test"][index])
+            answer = httpx.post(f"{gateway.url}v1/predict", files={"file": ("d.png", data)})
+            if not answer.json()["predictions"][0]["is_digit"]:
+                upload = tmp_path / f"mnist-test-{index}.png"
+                upload.write_bytes(data)
+                break
+        assert upload is not None, "no test image scored below 1"
+
+        page.goto(gateway.url)
+        with page.expect_response("**/v1/predict") as answered:
+            page.get_by_label("Upload an image", exact=True).set_input_files(upload)
+        shown = await_answer(page)
+        prediction = answered.value.json()["predictions"][0]
+        verdict = page.locator(".result").get_attribute("data-verdict")
+        contrast_failures = page.evaluate(CONTRAST_FAILURES_JS)
+
+        # The verdict belongs to that answer: Clear takes it away with the answer.
+        page.get_by_role("button", name="Clear").click()
+        assert read_result(page).digit == NO_DIGIT
+        assert page.locator(".result").get_attribute("data-verdict") is None
+
+    assert prediction["is_digit"] is False
+    assert (shown.state, verdict, shown.error) == ("done", "not-a-digit", None)
+    assert shown.digit == "?"  # the likeliest digit is not presented as the answer
+    assert shown.top_row is None
+    assert shown.status == (
+        f"Not a digit (digit score {prediction['digit_score']:.2f}): the model does not see "
+        "a digit from 0 to 9 here (model version 1)."
+    )
+    # The ten probabilities are still there to read.
+    assert list(shown.probabilities) == [str(digit) for digit in range(10)]
+    assert all(value.endswith("%") for value in shown.probabilities.values())
+    assert contrast_failures == []

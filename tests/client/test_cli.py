@@ -57,6 +57,60 @@ def test_human_output_shows_digit_confidence_and_a_probability_bar(gateway, digi
     assert len(bar) == 12
 
 
+def test_predictions_say_whether_each_image_is_a_digit_with_the_models_score(
+    gateway, digit_files, capsys
+):
+    with Client(gateway.url) as client:
+        [prediction] = client.predict([digit_files / "000.png"])
+    code, out, _ = run_cli(capsys, str(digit_files / "000.png"), "--url", gateway.url, "--json")
+
+    assert prediction.is_digit is True  # a clear test digit, the default threshold
+    assert prediction.digit_score is not None
+    assert 0.5 <= prediction.digit_score <= 1
+    assert code == EXIT_OK
+    line = json.loads(out)
+    assert (line["is_digit"], line["digit_score"]) == (True, prediction.digit_score)
+
+
+@pytest.fixture(scope="module")
+def scored_below_one(gateway, digit_files) -> list:
+    """Files whose digit_score is under 1: a threshold of 1 judges them not digits."""
+    with Client(gateway.url) as client:
+        predictions = client.predict([digit_files])
+    below = [p for p in predictions if p.digit_score is not None and p.digit_score < 1]
+    assert len(below) >= 2
+    return below
+
+
+def test_an_image_judged_not_a_digit_is_said_so_with_its_score(
+    launch_gateway, tiny_model_base, scored_below_one, capsys
+):
+    strict = launch_gateway(tiny_model_base / "mnist", digit_threshold="1.0")
+    strict.wait_ready()
+    files = [p.filename for p in scored_below_one[:2]]
+
+    code, out, err = run_cli(capsys, *files, "--url", strict.url)
+    assert code == EXIT_OK, err  # an answer, not an error: the exit code says so
+    assert out.splitlines() == [
+        f"{p.filename}  not a digit (score {p.digit_score:.2f})" for p in scored_below_one[:2]
+    ]
+
+    code, out, _ = run_cli(capsys, *files, "--url", strict.url, "--json")
+    assert code == EXIT_OK
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["is_digit"], line["digit_score"]) for line in lines] == [
+        (False, p.digit_score) for p in scored_below_one[:2]
+    ]
+    # The likeliest digit and the probabilities still pass through.
+    assert [line["digit"] for line in lines] == [p.digit for p in scored_below_one[:2]]
+
+    with Client(strict.url) as client:
+        predictions = client.predict(files)
+    assert [(p.is_digit, p.digit_score) for p in predictions] == [
+        (False, p.digit_score) for p in scored_below_one[:2]
+    ]
+
+
 def test_json_output_is_one_object_per_image_in_input_order(gateway, digit_files, capsys):
     files = [str(digit_files / name) for name in ("003.png", "001.png", "002.png")]
     code, out, _ = run_cli(capsys, *files, "--url", gateway.url, "--json")

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from contract import DIGIT_THRESHOLD
 from serving.settings import SettingsError, environment_defaults, unknown_variables
 from tests.utils.environment import REPO_ROOT
 from tests.utils.gateway_setup import settings_from
@@ -32,6 +33,12 @@ def test_values_are_parsed_from_environment_strings():
     assert settings.model_poll_seconds == 0.5
     assert str(settings.model_base_path) == "/srv/models/mnist"
     assert settings.tfserving_version_labels == ("stable",)
+
+
+def test_the_digit_threshold_is_the_contracts_unless_overridden():
+    assert settings_from({}).digit_threshold == DIGIT_THRESHOLD == 0.5
+    assert settings_from({"GATEWAY_DIGIT_THRESHOLD": "0.9"}).digit_threshold == 0.9
+    assert settings_from({"GATEWAY_DIGIT_THRESHOLD": "0"}).digit_threshold == 0.0
 
 
 def test_sequences_are_json_and_a_bad_one_is_refused():
@@ -66,6 +73,8 @@ def test_unknown_variables_are_found_whatever_their_case():
         ("GATEWAY_MAX_FILES_PER_REQUEST", "0"),
         ("GATEWAY_MODEL_POLL_SECONDS", "-1"),
         ("GATEWAY_BATCHING_ENABLED", "perhaps"),
+        ("GATEWAY_DIGIT_THRESHOLD", "1.5"),
+        ("GATEWAY_DIGIT_THRESHOLD", "-0.1"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable_and_value(variable, value):

@@ -50,18 +50,20 @@ def images(mnist_sample):
 def after_traffic(tiny_model_base, images):
     """A fresh app, then known traffic: 3 predictions of two images each, one upload
     that is not an image, one unknown path; the first scrape after it (a scrape is
-    counted once it is answered, so not in itself) and the digits predicted."""
+    counted once it is answered, so not in itself), the digits predicted and their
+    confidences."""
     app = create_app(gateway_settings(tiny_model_base))
     with TestClient(app, raise_server_exceptions=False) as client:
-        digits = []
+        digits, confidences = [], []
         for _ in range(3):
             response = client.post(PREDICT, files=images)
             assert response.status_code == 200
             digits += [p["digit"] for p in response.json()["predictions"]]
+            confidences += [p["confidence"] for p in response.json()["predictions"]]
         assert client.post(PREDICT, files={"file": ("bad.png", b"nope")}).status_code == 400
         assert client.get("/no/such/path").status_code == 404
         response = client.get("/metrics")
-    return response, digits
+    return response, digits, confidences
 
 
 def test_metrics_count_requests_by_route_and_status(after_traffic):
@@ -108,6 +110,17 @@ def test_metrics_count_predictions_by_digit_and_report_the_model_version(after_t
         (str(digit), "1") for digit in digits
     }
     assert sample(text, "gateway_model_version") == 1
+
+
+def test_metrics_histogram_the_confidence_of_every_image_by_model_version(after_traffic):
+    text, confidences = after_traffic[0].text, after_traffic[2]
+    assert sample(text, "gateway_prediction_confidence_count", model_version="1") == 6
+    total = sample(text, "gateway_prediction_confidence_sum", model_version="1")
+    assert total == pytest.approx(sum(confidences), abs=1e-5)
+    cumulative = buckets(text, "gateway_prediction_confidence", model_version="1")
+    assert list(cumulative) == ["0.5", "0.7", "0.8", "0.9", "0.95", "0.99", "0.999", "1.0", "+Inf"]
+    for bound, count in cumulative.items():
+        assert count == sum(c <= float(bound) + 5e-7 for c in confidences), bound
 
 
 def test_metrics_are_prometheus_text_format(after_traffic):

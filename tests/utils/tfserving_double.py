@@ -14,7 +14,11 @@ they meet in production, answering from REAL exported SavedModels:
   signature, INVALID_ARGUMENT for inputs that do not fit the signature.
 - REST, as documented at https://www.tensorflow.org/tfx/serving/api_rest: the same paths
   (`/v1/models/{name}[/versions/{N}|/labels/{L}][:predict|/metadata]`), the row
-  (`instances` -> `predictions`) and columnar (`inputs` -> `outputs`) formats, errors as
+  (`instances` -> `predictions`) and columnar (`inputs` -> `outputs`) formats (a
+  signature with several outputs, probabilities and digit_score, answers one object per
+  row, or one object of arrays, by output name; with one output, its value alone, as
+  MakeJsonFromTensors writes them; gRPC answers every output unless output_filter names
+  some), errors as
   `{"error": "<message>"}` with TF Serving's mapping of status to HTTP code
   (INVALID_ARGUMENT 400, NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503,
   DEADLINE_EXCEEDED 504, FAILED_PRECONDITION 400, INTERNAL 500, UNIMPLEMENTED 501).
@@ -267,9 +271,12 @@ def _grpc_servicers(core: ServerCoreDouble):
 
     def as_proto_field(array: np.ndarray) -> tensor_pb2.TensorProto:
         # Tensor::AsProtoField, what TF Serving's predict answers with: values in float_val.
+        # make_tensor_proto puts a one-value tensor (digit_score of one image) in float_val
+        # itself: cleared too, or the value would be there twice.
         proto = tf.make_tensor_proto(array)
         proto.ClearField("tensor_content")
         if proto.dtype == types_pb2.DT_FLOAT:
+            proto.ClearField("float_val")
             proto.float_val.extend(array.ravel().tolist())
         return proto
 

@@ -1,8 +1,10 @@
-"""What is served: model name, versions, backend kind and the input/output contract."""
+"""What is served: model name, versions, backend kind, the input/output contract, the
+digit threshold in force and what is known of each version (digit_score, calibration)."""
 
 from fastapi import APIRouter
 
 from contract import (
+    DIGIT_SCORE_KEY,
     IMAGE_SIZE,
     INPUT_KEY,
     INPUT_SHAPE,
@@ -17,6 +19,7 @@ from serving.api.schemas import (
     ModelsResponse,
     OutputContract,
     RequestLimits,
+    VersionDetails,
     error_responses,
 )
 from serving.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError
@@ -34,6 +37,7 @@ INPUT_CONTRACT = InputContract(
     ),
 )
 OUTPUT_CONTRACT = OutputContract(name=OUTPUT_KEY, dtype="float32", shape=[None, NUM_CLASSES])
+OUTPUTS = [OUTPUT_CONTRACT, OutputContract(name=DIGIT_SCORE_KEY, dtype="float32", shape=[None])]
 
 
 @router.get(
@@ -52,6 +56,15 @@ async def models(backend: BackendDep, settings: SettingsDep) -> ModelsResponse:
         signature=SIGNATURE_NAME,
         input=INPUT_CONTRACT,
         output=OUTPUT_CONTRACT,
+        outputs=OUTPUTS,
+        digit_threshold=settings.digit_threshold,
+        version_details={
+            version: VersionDetails(
+                serves_digit_score=details.serves_digit_score,
+                calibration=None if details.calibration is None else dict(details.calibration),
+            )
+            for version, details in info.version_details.items()
+        },
         labels=list(LABELS),
         limits=RequestLimits(
             max_files_per_request=settings.max_files_per_request,

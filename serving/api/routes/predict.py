@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.api.schemas import ModelRef, Prediction, PredictResponse, error_responses
 from serving.api.uploads import PredictJSON, Upload, read_uploads
-from serving.backends.base import LABEL_PATTERN, Backend, ModelSelector
+from serving.backends.base import LABEL_PATTERN, Backend, BatchPrediction, ModelSelector
 from serving.errors import (
     BackendError,
     BackendTimeout,
@@ -113,7 +113,10 @@ ERRORS = (
         "Send images as multipart `file` parts (`curl -F file=@digit.png ...`) or as JSON "
         '`{"images": ["<base64>", ...]}`. Any size and position, dark-on-light or '
         "light-on-dark: each image is made MNIST-like before the model sees it. A uniform "
-        "image (no ink) is refused with 422 `no_ink`."
+        "image (no ink) is refused with 422 `no_ink`. Each prediction says whether the "
+        "image holds a digit at all (`is_digit`, from the model's calibrated "
+        "`digit_score`): an image that is none still gets its likeliest digit, which a "
+        "client should not present as the answer."
     ),
     # The body is read by serving.api.uploads (multipart or JSON), not declared as
     # File/Form parameters: its schema is documented here.
@@ -150,9 +153,7 @@ async def predict(
         images = await run_in_threadpool(prepare_images, uploads, opened, metrics)
     with metrics.time_stage("model"):
         result = await backend.predict(images, selector)
-    response = postprocess(
-        uploads, result.probabilities, settings.model_name, result.model_version, metrics
-    )
+    response = postprocess(uploads, result, settings.model_name, settings.digit_threshold, metrics)
     # Serialised here, by the model itself: the same bytes FastAPI would send, without
     # its second validation pass against the response model (docs/benchmarks.md).
     return Response(content=response.model_dump_json(), media_type="application/json")
@@ -185,23 +186,37 @@ def prepare_images(
 
 def postprocess(
     uploads: list[Upload],
-    probabilities: np.ndarray,
+    result: BatchPrediction,
     model_name: str,
-    version: str,
+    digit_threshold: float,
     metrics: GatewayMetrics,
 ) -> PredictResponse:
+    version = result.model_version
+    scores = result.digit_scores
+    # A version without digit_score (exported before it) counts every image as a digit.
+    judged = [True] * len(uploads) if scores is None else (scores >= digit_threshold).tolist()
+    confidence_of = metrics.child(metrics.confidence, version)
     predictions = []
-    for upload, row in zip(uploads, probabilities, strict=True):
+    for index, (upload, row) in enumerate(zip(uploads, result.probabilities, strict=True)):
         digit = int(np.argmax(row))
+        confidence = float(row[digit])
+        is_digit = judged[index]
         predictions.append(
             Prediction(
                 filename=upload.filename,
                 digit=digit,
-                confidence=round(float(row[digit]), PROBABILITY_DECIMALS),
+                confidence=round(confidence, PROBABILITY_DECIMALS),
+                is_digit=is_digit,
+                digit_score=(
+                    None if scores is None else round(float(scores[index]), PROBABILITY_DECIMALS)
+                ),
                 probabilities=[round(float(p), PROBABILITY_DECIMALS) for p in row],
             )
         )
         metrics.child(metrics.predictions, str(digit), version).inc()
+        confidence_of.observe(confidence)
+        if not is_digit:
+            metrics.child(metrics.not_a_digit, version).inc()
     if version.isdigit():
         metrics.model_version.set(int(version))
     model = ModelRef(name=model_name, version=version)

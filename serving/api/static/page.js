@@ -11,6 +11,7 @@
   const INK = "#111111";          // dark ink on white paper; the gateway flips the polarity
   const PAPER = "#ffffff";
   const NUM_CLASSES = 10;
+  const NOT_A_DIGIT = "?";        // in the digit's place when the image holds none
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("canvas");
@@ -294,22 +295,35 @@
 
   function showPrediction(prediction, model, name, previewUrl) {
     errorBox.hidden = true;
-    digitOut.textContent = String(prediction.digit);
+    // is_digit is false when the model judges the image no digit at all: its likeliest
+    // digit is then no answer, and is not shown as one. (Absent from older gateways.)
+    const isDigit = prediction.is_digit !== false;
+    digitOut.textContent = isDigit ? String(prediction.digit) : NOT_A_DIGIT;
     digitOut.classList.remove("empty");
-    setProbabilities(prediction.probabilities, prediction.digit);
+    digitOut.classList.toggle("not-digit", !isDigit);
+    setProbabilities(prediction.probabilities, isDigit ? prediction.digit : -1);
     showSource(name, previewUrl);
     let version = "";
     if (model && model.version !== undefined) {
       version = ` (model version ${model.version})`;
       showModel(model);
     }
-    statusLine.textContent =
-      `The model reads the digit ${prediction.digit} with ${percent(prediction.confidence)} confidence${version}.`;
+    if (isDigit) {
+      statusLine.textContent =
+        `The model reads the digit ${prediction.digit} with ${percent(prediction.confidence)} confidence${version}.`;
+    } else {
+      const score = typeof prediction.digit_score === "number"
+        ? ` (digit score ${prediction.digit_score.toFixed(2)})` : "";
+      statusLine.textContent =
+        `Not a digit${score}: the model does not see a digit from 0 to 9 here${version}.`;
+    }
+    result.dataset.verdict = isDigit ? "digit" : "not-a-digit";
     result.dataset.state = "done";
   }
 
   function showError(message) {
     digitOut.textContent = "–";
+    digitOut.classList.remove("not-digit");
     digitOut.classList.add("empty");
     setProbabilities(null, -1);
     sourceLine.hidden = true;
@@ -317,16 +331,19 @@
     errorMessage.textContent = message;
     retryButton.hidden = lastRequest === null;
     errorBox.hidden = false;
+    delete result.dataset.verdict;
     result.dataset.state = "error";
   }
 
   function showIdle() {
     digitOut.textContent = "–";
+    digitOut.classList.remove("not-digit");
     digitOut.classList.add("empty");
     setProbabilities(null, -1);
     sourceLine.hidden = true;
     errorBox.hidden = true;
     statusLine.textContent = "Draw a digit to see what the model thinks it is.";
+    delete result.dataset.verdict;
     result.dataset.state = "idle";
   }
 

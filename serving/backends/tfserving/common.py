@@ -3,7 +3,8 @@
 Both talk to the same server through different protocols; everything that does not
 depend on the protocol lives here: the default label, splitting batches larger than
 the server's batching `max_batch_size`, checking an answer against the model contract
-(contract.checks), the circuit breaker and the retry policy (`resilience`).
+(contract.checks), noting versions without digit_score, the circuit breaker and the
+retry policy (`resilience`).
 """
 
 import asyncio
@@ -14,9 +15,18 @@ from typing import TypeVar
 
 import numpy as np
 
-from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelSelector
+from contract.checks import serves_digit_score
+from serving.backends.base import (
+    DEFAULT_MODEL,
+    Backend,
+    BatchPrediction,
+    ModelSelector,
+    VersionDetails,
+    contract_checked,
+    without_digit_score_note,
+)
 from serving.backends.tfserving.resilience import CircuitBreaker, Deadline, call_resilient
-from serving.errors import GatewayError, InvalidRequest
+from serving.errors import BackendError, GatewayError, InvalidRequest
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,6 +55,7 @@ class TFServingBackend(Backend):
             failure_threshold=settings.breaker_failure_threshold,
             reset_seconds=settings.breaker_reset_seconds,
         )
+        self._noted_without_digit_score: set[str] = set()
 
     async def call(
         self,
@@ -92,10 +103,41 @@ class TFServingBackend(Backend):
         others = await asyncio.gather(
             *(self.predict_batch(chunk, pinned, None, deadline) for chunk in chunks[1:])
         )
+        answers = [first, *others]
+        with_scores = [a.digit_scores is not None for a in answers]
+        if any(with_scores) and not all(with_scores):
+            raise BackendError(f"version {pinned} answered digit_score for some chunks only")
         return BatchPrediction(
-            np.concatenate([first.probabilities, *(o.probabilities for o in others)]),
+            np.concatenate([a.probabilities for a in answers]),
             first.model_version,
+            np.concatenate([a.digit_scores for a in answers]) if all(with_scores) else None,
         )
+
+    def checked_answer(
+        self, probabilities: np.ndarray, digit_scores: np.ndarray | None, version: str, images: int
+    ) -> BatchPrediction:
+        """One Predict answer, checked against the model contract; the first answer of a
+        version without digit_score is logged."""
+        if digit_scores is None:
+            self.note_without_digit_score(version)
+        return contract_checked(
+            BatchPrediction(probabilities, version, digit_scores), images, "TF Serving"
+        )
+
+    def details_of(self, version: str, signature_def_map: dict) -> VersionDetails:
+        """What the served signature says of a version (metadata.json, and so its
+        calibration, is not reachable through TF Serving)."""
+        serves = serves_digit_score(signature_def_map)
+        if not serves:
+            self.note_without_digit_score(version)
+        return VersionDetails(serves_digit_score=serves)
+
+    def note_without_digit_score(self, version: str) -> None:
+        """Log, once a version, that one the server serves has no digit_score: the
+        gateway's counterpart of the embedded backend's line at load."""
+        if version not in self._noted_without_digit_score:
+            self._noted_without_digit_score.add(version)
+            logger.warning(without_digit_score_note(version))
 
     @abstractmethod
     async def any_version_available(self, deadline: Deadline) -> bool:

@@ -2,8 +2,11 @@
 `messages`: no TensorFlow in the gateway).
 
 - PredictionService.Predict: model_spec {name, signature_name, version | version_label},
-  inputs {"image": float32 [n, 28, 28, 1]}; the answer's model_spec.version is the
-  version that answered.
+  inputs {"image": float32 [n, 28, 28, 1]}, no output_filter: the answer holds every
+  output of the signature, "probabilities" and, from versions that have it,
+  "digit_score" (an output_filter naming digit_score fails on older versions, and which
+  version answers an unpinned request is known only from the answer); its
+  model_spec.version is the version that answered.
 - ModelService.GetModelStatus: readiness (a version AVAILABLE).
 - PredictionService.GetModelMetadata: the served signature_def, checked against the
   model contract, and the version a label points at.
@@ -27,9 +30,9 @@ import numpy as np
 from google.protobuf import json_format, wrappers_pb2
 from grpc import aio
 
-from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
+from contract import DIGIT_SCORE_KEY, INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from contract.checks import signature_problems
-from serving.backends.base import BatchPrediction, ModelInfo, contract_checked
+from serving.backends.base import BatchPrediction, ModelInfo
 from serving.backends.tfserving import messages as pb
 from serving.backends.tfserving.common import TFServingBackend
 from serving.backends.tfserving.resilience import Deadline, RetryableUnavailable
@@ -147,8 +150,7 @@ class GrpcBackend(TFServingBackend):
     ) -> BatchPrediction:
         predictions, _ = self._stubs_or_raise()
         request = pb.PredictRequest(
-            model_spec=self._model_spec(version, label, signature_name=SIGNATURE_NAME),
-            output_filter=[OUTPUT_KEY],
+            model_spec=self._model_spec(version, label, signature_name=SIGNATURE_NAME)
         )
         request.inputs[INPUT_KEY].CopyFrom(ndarray_to_tensor_proto(images))
 
@@ -162,14 +164,21 @@ class GrpcBackend(TFServingBackend):
         if OUTPUT_KEY not in response.outputs:
             raise BackendError(f"the model's answer has no {OUTPUT_KEY!r} output")
         probabilities = tensor_proto_to_ndarray(response.outputs[OUTPUT_KEY])
+        digit_scores = (
+            tensor_proto_to_ndarray(response.outputs[DIGIT_SCORE_KEY])
+            if DIGIT_SCORE_KEY in response.outputs
+            else None
+        )
         answered = (
             response.model_spec.version.value
             if response.model_spec.HasField("version")
             else version
         )
-        return BatchPrediction(
-            contract_checked(probabilities, len(images), "TF Serving"),
+        return self.checked_answer(
+            probabilities,
+            digit_scores,
             str(answered) if answered is not None else "unknown",
+            len(images),
         )
 
     async def _model_status(self, deadline: Deadline, *, retry: bool = True):
@@ -212,28 +221,39 @@ class GrpcBackend(TFServingBackend):
             raise BackendUnavailable(f"TF Serving has no AVAILABLE version of {self.model_name}")
         # What a request without version or label gets (the default label, when set).
         metadata = await self._metadata(deadline, self.default_label)
-        try:
-            signature_def_map = pb.unpack_signature_def_map(metadata.metadata["signature_def"])
-        except ValueError as error:
-            raise BackendError(f"unexpected metadata from TF Serving: {error}") from None
-        problems = signature_problems(
-            json_format.MessageToDict(signature_def_map, preserving_proto_field_name=True)
-        )
+        signature_def_map = self._signature_def_map(metadata)
+        problems = signature_problems(signature_def_map)
         if problems:
             raise BackendError("the served model breaks the contract: " + "; ".join(problems))
+        version = str(metadata.model_spec.version.value)
+        details = {version: self.details_of(version, signature_def_map)}
         labels = {}
         for label in self.known_labels:
             try:
                 labelled = await self._metadata(deadline, label)
             except ModelNotFound:
                 continue
-            labels[label] = str(labelled.model_spec.version.value)
+            labels[label] = labelled_version = str(labelled.model_spec.version.value)
+            if labelled_version not in details:
+                details[labelled_version] = self.details_of(
+                    labelled_version, self._signature_def_map(labelled)
+                )
         return ModelInfo(
             name=self.model_name,
-            version=str(metadata.model_spec.version.value),
+            version=version,
             available_versions=tuple(str(v) for v in available),
             version_labels=labels,
+            version_details=details,
         )
+
+    @staticmethod
+    def _signature_def_map(metadata: pb.GetModelMetadataResponse) -> dict:
+        """The metadata's SignatureDefMap as proto JSON (what contract.checks reads)."""
+        try:
+            packed = pb.unpack_signature_def_map(metadata.metadata["signature_def"])
+        except ValueError as error:
+            raise BackendError(f"unexpected metadata from TF Serving: {error}") from None
+        return json_format.MessageToDict(packed, preserving_proto_field_name=True)
 
     def _domain_error(
         self,

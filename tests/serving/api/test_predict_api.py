@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from contract import LABELS, NUM_CLASSES
+from contract import DIGIT_THRESHOLD, LABELS, NUM_CLASSES
 from serving.errors import (
     BackendError,
     BackendTimeout,
@@ -56,6 +56,9 @@ def test_predict_answers_one_prediction_per_file_in_upload_order(client, clear_d
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
         assert prediction["confidence"] == max(probabilities)
         assert probabilities[prediction["digit"]] == prediction["confidence"]
+        # Clear test digits are digits: the model's digit_score is above the threshold.
+        assert prediction["is_digit"] is True
+        assert DIGIT_THRESHOLD <= prediction["digit_score"] <= 1
 
 
 def test_predict_accepts_json_base64_images_including_data_urls(client, clear_digits):
@@ -123,6 +126,9 @@ def test_models_describes_name_versions_backend_contract_and_labels(client):
     assert body["input"]["shape"] == [None, 28, 28, 1]
     assert body["input"]["dtype"] == "float32"
     assert body["output"] == {"name": "probabilities", "dtype": "float32", "shape": [None, 10]}
+    assert [output["name"] for output in body["outputs"]] == ["probabilities", "digit_score"]
+    assert body["digit_threshold"] == DIGIT_THRESHOLD
+    assert body["version_details"] == {"1": {"serves_digit_score": True, "calibration": None}}
     assert body["labels"] == list(LABELS)
 
 

@@ -10,10 +10,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
+from contract import DIGIT_SCORE_KEY, INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from serving.backends.base import DEFAULT_MODEL, Backend, BatchPrediction, ModelInfo, ModelSelector
 from serving.backends.batching import BatchingBackend
 from serving.errors import BackendError, BackendUnavailable, ModelNotFound
+from tests.utils.models import export_legacy_model
 
 
 class SignatureBackend(Backend):
@@ -37,8 +38,13 @@ class SignatureBackend(Backend):
     async def model_info(self) -> ModelInfo:
         return ModelInfo(name="mnist", version="1", available_versions=("1",))
 
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The signature's outputs, as TensorFlow computes them."""
+        outputs = self._signature(**{INPUT_KEY: self._tf.constant(images)})
+        return {key: value.numpy() for key, value in outputs.items()}
+
     def compute(self, images: np.ndarray) -> np.ndarray:
-        return self._signature(**{INPUT_KEY: self._tf.constant(images)})[OUTPUT_KEY].numpy()
+        return self.outputs(images)[OUTPUT_KEY]
 
     async def predict(self, images, selector=DEFAULT_MODEL) -> BatchPrediction:
         self.calls.append((len(images), selector))
@@ -49,13 +55,19 @@ class SignatureBackend(Backend):
             raise self.fail_with
         if selector.version not in (None, 1) or selector.label not in (None, "stable"):
             raise ModelNotFound(f"no model version={selector.version} label={selector.label}")
-        probabilities = await asyncio.to_thread(self.compute, images)
-        return BatchPrediction(probabilities, "1")
+        outputs = await asyncio.to_thread(self.outputs, images)
+        return BatchPrediction(outputs[OUTPUT_KEY], "1", outputs.get(DIGIT_SCORE_KEY))
 
 
 @pytest.fixture(scope="module")
 def signature_backend(tiny_model_base):
     return SignatureBackend(tiny_model_base / "mnist" / "1")
+
+
+@pytest.fixture(scope="module")
+def legacy_backend(tmp_path_factory):
+    """The same, on a version exported before digit_score: probabilities only."""
+    return SignatureBackend(export_legacy_model(tmp_path_factory.mktemp("legacy"), 1))
 
 
 @pytest.fixture
@@ -86,6 +98,32 @@ async def test_concurrent_callers_each_get_exactly_their_own_rows(inner, digits)
     for images, answer in zip(requests, answers, strict=True):
         np.testing.assert_allclose(answer.probabilities, inner.compute(images), atol=1e-5)
         assert answer.model_version == "1"
+
+
+async def test_concurrent_callers_each_get_exactly_their_own_digit_scores(inner, digits):
+    batcher = BatchingBackend(inner, max_batch_size=64, max_wait_ms=5)
+    requests = [digits[start : start + size] for start, size in ((0, 1), (1, 4), (5, 2), (7, 1))]
+
+    answers = await asyncio.gather(*(batcher.predict(images) for images in requests))
+
+    assert len(inner.calls) < len(requests), "concurrent requests were not combined"
+    for images, answer in zip(requests, answers, strict=True):
+        assert answer.digit_scores is not None
+        assert answer.digit_scores.shape == (len(images),)
+        expected = inner.outputs(images)[DIGIT_SCORE_KEY]  # the SavedModel's own output
+        np.testing.assert_allclose(answer.digit_scores, expected, atol=1e-6)
+
+
+async def test_a_version_without_digit_scores_gives_every_caller_none(legacy_backend, digits):
+    batcher = BatchingBackend(legacy_backend, max_batch_size=64, max_wait_ms=5)
+    requests = [digits[0:1], digits[1:4], digits[4:6]]
+
+    answers = await asyncio.gather(*(batcher.predict(images) for images in requests))
+
+    for images, answer in zip(requests, answers, strict=True):
+        assert answer.digit_scores is None
+        expected = legacy_backend.compute(images)
+        np.testing.assert_allclose(answer.probabilities, expected, atol=1e-6)
 
 
 async def test_a_lone_request_is_sent_without_waiting_for_the_max_wait(inner, digits):
@@ -186,6 +224,55 @@ async def test_an_answer_that_breaks_the_contract_fails_its_callers_with_502(dig
     assert {error.message for error in errors} == {
         "the short-answer backend's answer breaks the model contract: "
         "shape [2, 10] for 3 images, not [3, 10]"
+    }
+
+
+class BadDigitScoreBackend(Backend):
+    """Good probabilities, but digit scores that break the contract."""
+
+    kind = "bad-digit-score"
+
+    def __init__(self, scores_for) -> None:
+        self.scores_for = scores_for
+
+    async def ready(self) -> bool:
+        return True
+
+    async def model_info(self) -> ModelInfo:
+        return ModelInfo(name="mnist", version="1")
+
+    async def predict(self, images, selector=DEFAULT_MODEL) -> BatchPrediction:
+        probabilities = np.full((len(images), 10), 0.1, np.float32)
+        return BatchPrediction(probabilities, "1", self.scores_for(len(images)))
+
+
+BAD_DIGIT_SCORES = {
+    "nan": (
+        lambda n: np.full(n, np.nan, np.float32),
+        "a digit_score is not a probability in [0, 1]",
+    ),
+    "a column": (
+        lambda n: np.full((n, 1), 0.5, np.float32),
+        "digit_score has shape [3, 1] for 3 images, not [3]",
+    ),
+    "one short": (
+        lambda n: np.full(n - 1, 0.5, np.float32),
+        "digit_score has shape [2] for 3 images, not [3]",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_DIGIT_SCORES))
+async def test_digit_scores_that_break_the_contract_fail_the_callers_with_502(bad, digits):
+    scores_for, problem = BAD_DIGIT_SCORES[bad]
+    batcher = BatchingBackend(BadDigitScoreBackend(scores_for), max_batch_size=64, max_wait_ms=5)
+    errors = await asyncio.gather(
+        *(batcher.predict(digits[i : i + 1]) for i in range(3)), return_exceptions=True
+    )
+    assert [type(error) for error in errors] == [BackendError] * 3
+    assert {(error.status_code, error.code) for error in errors} == {(502, "backend_error")}
+    assert {error.message for error in errors} == {
+        f"the bad-digit-score backend's answer breaks the model contract: {problem}"
     }
 
 

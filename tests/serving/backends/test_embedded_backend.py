@@ -1,19 +1,29 @@
 """The embedded backend against real SavedModel directories: newest version, hot swap,
-rollback, broken versions, no model yet, timeouts."""
+rollback, broken versions, no model yet, timeouts, digit scores (and versions without)."""
 
 import asyncio
 import gc
+import json
+import logging
 import shutil
 
 import numpy as np
 import pytest
 
-from contract import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
-from serving.backends.base import ModelSelector
+from contract import (
+    DIGIT_SCORE_KEY,
+    INPUT_KEY,
+    INPUT_SHAPE,
+    METADATA_FILENAME,
+    OUTPUT_KEY,
+    SIGNATURE_NAME,
+)
+from serving.backends.base import ModelSelector, VersionDetails
 from serving.backends.embedded import EmbeddedBackend
 from serving.errors import BackendTimeout, BackendUnavailable, ModelNotFound
 from serving.inline import InlineBudget
 from tests.utils.gateway_setup import publish_version
+from tests.utils.models import export_legacy_model
 
 
 def make_backend(model_base, **overrides) -> EmbeddedBackend:
@@ -227,16 +237,115 @@ async def test_it_keeps_serving_when_the_only_version_is_replaced_by_a_broken_on
         await backend.close()
 
 
-async def test_answers_what_the_exported_signature_computes(model_base_copy, digits):
+def savedmodel_outputs(version_dir, images) -> dict[str, np.ndarray]:
+    """What the version's serving signature computes, called with TensorFlow directly."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(model_base_copy / "mnist" / "1")).signatures[SIGNATURE_NAME]
-    expected = signature(**{INPUT_KEY: tf.constant(digits)})[OUTPUT_KEY].numpy()
+    signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_NAME]
+    outputs = signature(**{INPUT_KEY: tf.constant(images)})
+    return {key: value.numpy() for key, value in outputs.items()}
+
+
+async def test_answers_what_the_exported_signature_computes(model_base_copy, digits):
+    expected = savedmodel_outputs(model_base_copy / "mnist" / "1", digits)
     backend = make_backend(model_base_copy)
     await backend.start()
     try:
         answer = await backend.predict(digits)
-        np.testing.assert_allclose(answer.probabilities, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(answer.probabilities, expected[OUTPUT_KEY], rtol=1e-5, atol=1e-6)
+        assert answer.digit_scores is not None
+        assert answer.digit_scores.dtype == np.float32
+        np.testing.assert_allclose(
+            answer.digit_scores, expected[DIGIT_SCORE_KEY], rtol=1e-5, atol=1e-6
+        )
+        info = await backend.model_info()
+        assert info.version_details == {"1": VersionDetails(serves_digit_score=True)}
+    finally:
+        await backend.close()
+
+
+async def test_a_version_exported_before_digit_score_is_served_and_logged(
+    model_base_copy, digits, caplog
+):
+    legacy = export_legacy_model(model_base_copy, 2)
+    expected = savedmodel_outputs(legacy, digits)
+    backend = make_backend(model_base_copy)
+    with caplog.at_level(logging.INFO, logger="serving.backends.embedded"):
+        await backend.start()
+    try:
+        notes = [r.getMessage() for r in caplog.records if "digit_score" in r.getMessage()]
+        assert notes == [
+            "model version 2 has no 'digit_score' output (exported before it existed): "
+            "every image it answers will count as a digit"
+        ]
+        answer = await backend.predict(digits)
+        assert (answer.model_version, answer.digit_scores) == ("2", None)
+        np.testing.assert_allclose(answer.probabilities, expected[OUTPUT_KEY], rtol=1e-5, atol=1e-6)
+        # The version beside it still answers its digit scores.
+        newer = await backend.predict(digits, ModelSelector(version=1))
+        assert newer.digit_scores is not None
+        assert newer.digit_scores.shape == (8,)
+        info = await backend.model_info()
+        assert info.version_details == {
+            "2": VersionDetails(serves_digit_score=False),
+            "1": VersionDetails(serves_digit_score=True),
+        }
+    finally:
+        await backend.close()
+
+
+async def test_model_info_gives_each_version_the_calibration_of_its_metadata(model_base_copy):
+    calibration = {
+        "temperature": 1.234567,
+        "ece_test_before": 0.021,
+        "ece_test_after": 0.004,
+        "false_rejection_rate": 0.003,
+        "rejection_rate": 0.991,
+    }
+    calibrated = publish_version(model_base_copy, 1, 2)
+    metadata = json.loads((calibrated / METADATA_FILENAME).read_text())
+    (calibrated / METADATA_FILENAME).write_text(json.dumps(metadata | {"calibration": calibration}))
+    (publish_version(model_base_copy, 1, 3) / METADATA_FILENAME).write_text("{not json")
+    backend = make_backend(model_base_copy, keep_versions=3)
+    await backend.start()
+    try:
+        details = (await backend.model_info()).version_details
+    finally:
+        await backend.close()
+
+    assert details == {
+        "3": VersionDetails(serves_digit_score=True, calibration=None),  # unreadable: served
+        "2": VersionDetails(serves_digit_score=True, calibration=calibration),
+        "1": VersionDetails(serves_digit_score=True, calibration=None),  # no calibration key
+    }
+
+
+def _export_bad_digit_score(path) -> None:
+    """A version whose digit_score fits the signature's shape but is no probability."""
+    import tensorflow as tf
+
+    class Overconfident(tf.Module):
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32, name=INPUT_KEY)]
+        )
+        def serve(self, image):
+            flat = tf.reshape(image, [-1, 784])
+            return {OUTPUT_KEY: tf.nn.softmax(flat[:, :10]), DIGIT_SCORE_KEY: flat[:, 0] + 2.0}
+
+    module = Overconfident()
+    tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: module.serve})
+
+
+async def test_a_version_whose_digit_score_is_no_probability_is_not_served(
+    model_base_copy, digits, caplog
+):
+    _export_bad_digit_score(model_base_copy / "mnist" / "4")
+    backend = make_backend(model_base_copy)
+    await backend.start()
+    try:
+        assert "cannot load model version 4" in caplog.text
+        assert "a digit_score is not a probability in [0, 1]" in caplog.text
+        assert (await backend.predict(digits)).model_version == "1"
     finally:
         await backend.close()
 

@@ -1,4 +1,5 @@
-"""TF Serving fixtures: a two-version export and the test double serving it."""
+"""TF Serving fixtures: a two-version export and the test double serving it; an export
+mixing a version with digit_score and one exported before it, and a double serving that."""
 
 import shutil
 from collections.abc import Iterator
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils.models import export_tiny_model
+from tests.utils.models import export_legacy_model, export_tiny_model
 from tests.utils.tfserving import LABELS
 from tests.utils.tfserving_double import TFServingDouble
 
@@ -39,5 +40,24 @@ def double(shared_double) -> Iterator[TFServingDouble]:
 def private_double(two_version_base) -> Iterator[TFServingDouble]:
     """A double of the test's own, for tests that kill it."""
     double = TFServingDouble(two_version_base, versions=[1, 2], labels=LABELS).start()
+    yield double
+    double.kill()
+
+
+@pytest.fixture(scope="session")
+def mixed_version_base(tiny_model_base, tmp_path_factory) -> Path:
+    """mnist/1 (the tiny model: probabilities and digit_score) and mnist/2 (a version as
+    exported before digit_score existed: probabilities only)."""
+    base = tmp_path_factory.mktemp("mixed-versions")
+    shutil.copytree(tiny_model_base / "mnist" / "1", base / "mnist" / "1")
+    export_legacy_model(base, 2)
+    return base
+
+
+@pytest.fixture(scope="session")
+def legacy_double(mixed_version_base) -> Iterator[TFServingDouble]:
+    """A double serving mixed_version_base: versions 1 and 2, labels stable=1 and canary=2;
+    no faults are injected into it."""
+    double = TFServingDouble(mixed_version_base, versions=[1, 2], labels=LABELS).start()
     yield double
     double.kill()

@@ -45,24 +45,73 @@ def assert_error(response: httpx.Response, status: int, message_part: str) -> No
     assert message_part in body["error"]
 
 
+def savedmodel_outputs(model_base, version: int, images) -> dict[str, np.ndarray]:
+    model = tf.saved_model.load(str(model_base / "mnist" / str(version)))
+    outputs = model.signatures["serving_default"](image=tf.constant(images))
+    return {key: value.numpy() for key, value in outputs.items()}
+
+
 def test_rest_predict_answers_what_the_savedmodel_computes(rest, two_version_base, mnist_sample):
     images = sample_images(mnist_sample, 4)
     response = rest.post(f"{MODEL}/versions/1:predict", json={"instances": images.tolist()})
 
     assert response.status_code == 200
-    predictions = np.asarray(response.json()["predictions"], np.float32)
-    model = tf.saved_model.load(str(two_version_base / "mnist" / "1"))
-    direct = model.signatures["serving_default"](image=tf.constant(images))["probabilities"]
-    np.testing.assert_allclose(predictions, direct.numpy(), atol=1e-6)
+    # Two outputs: the row format answers one object per instance, named by output.
+    rows = response.json()["predictions"]
+    assert [sorted(row) for row in rows] == [["digit_score", "probabilities"]] * 4
+    direct = savedmodel_outputs(two_version_base, 1, images)
+    probabilities = np.asarray([row["probabilities"] for row in rows], np.float32)
+    scores = np.asarray([row["digit_score"] for row in rows], np.float32)
+    np.testing.assert_allclose(probabilities, direct["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(scores, direct["digit_score"], atol=1e-6)
 
 
 def test_rest_columnar_inputs_answer_outputs(rest, mnist_sample):
     images = sample_images(mnist_sample, 2).tolist()
-    rows = rest.post(f"{MODEL}:predict", json={"instances": images}).json()
+    rows = rest.post(f"{MODEL}:predict", json={"instances": images}).json()["predictions"]
     columns = rest.post(f"{MODEL}:predict", json={"inputs": {"image": images}}).json()
 
+    # Two outputs: columnar answers an object of one array per output.
     assert list(columns) == ["outputs"]
-    assert columns["outputs"] == rows["predictions"]
+    assert columns["outputs"] == {
+        "probabilities": [row["probabilities"] for row in rows],
+        "digit_score": [row["digit_score"] for row in rows],
+    }
+
+
+def test_a_version_with_one_output_answers_its_value_in_both_formats(
+    legacy_double, mixed_version_base, mnist_sample
+):
+    images = sample_images(mnist_sample, 2)
+    with httpx.Client(base_url=legacy_double.rest_url, timeout=30) as client:
+        rows = client.post(f"{MODEL}/versions/2:predict", json={"instances": images.tolist()})
+        columns = client.post(
+            f"{MODEL}/versions/2:predict", json={"inputs": {"image": images.tolist()}}
+        )
+    direct = savedmodel_outputs(mixed_version_base, 2, images)
+
+    assert list(direct) == ["probabilities"]
+    # One output: each row is its value, and "outputs" is the value itself (TF Serving's
+    # MakeRowFormatJsonFromTensors / MakeColumnarFormatJsonFromTensors).
+    np.testing.assert_allclose(
+        np.asarray(rows.json()["predictions"], np.float32), direct["probabilities"], atol=1e-6
+    )
+    assert columns.json() == {"outputs": rows.json()["predictions"]}
+
+
+def test_grpc_predict_answers_every_output_without_an_output_filter(
+    channel, two_version_base, mnist_sample
+):
+    images = sample_images(mnist_sample, 1)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    response = stub.Predict(predict_request(images, version=1), timeout=30)
+    direct = savedmodel_outputs(two_version_base, 1, images)
+
+    assert set(response.outputs) == {"probabilities", "digit_score"}
+    score = response.outputs["digit_score"]
+    assert not score.tensor_content
+    assert list(score.float_val) == pytest.approx(direct["digit_score"].tolist(), abs=1e-7)
+    assert tf.make_ndarray(score).shape == (1,)
 
 
 def test_rest_status_and_metadata_have_the_documented_shapes(rest):
@@ -218,4 +267,7 @@ def test_grpc_model_status_and_metadata(channel):
     assert metadata.model_spec.version.value == 2
     signatures = get_model_metadata_pb2.SignatureDefMap()
     assert metadata.metadata["signature_def"].Unpack(signatures)
-    assert set(signatures.signature_def["serving_default"].outputs) == {"probabilities"}
+    assert set(signatures.signature_def["serving_default"].outputs) == {
+        "probabilities",
+        "digit_score",
+    }

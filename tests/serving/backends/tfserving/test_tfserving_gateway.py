@@ -54,10 +54,12 @@ def assert_same_predictions(answer: dict, expected: dict) -> None:
         assert got["filename"] == want["filename"]
         assert got["digit"] == want["digit"]
         assert got["probabilities"] == pytest.approx(want["probabilities"], abs=TOLERANCE)
+        assert got["digit_score"] == pytest.approx(want["digit_score"], abs=TOLERANCE)
+        assert got["is_digit"] is want["is_digit"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_gateway_answers_the_same_probabilities_as_the_embedded_backend(
+def test_gateway_answers_the_same_probabilities_and_digit_scores_as_the_embedded_backend(
     kind, double, two_version_base, embedded, digit_files
 ):
     expected = embedded.post("/v1/predict", files=multipart(digit_files)).json()
