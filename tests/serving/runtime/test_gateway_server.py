@@ -56,7 +56,8 @@ async def test_concurrent_requests_each_get_their_own_answer(gateway_server, mni
         together = await asyncio.gather(*(ask(i, data) for i, (data, _) in enumerate(digits)))
     assert [p["filename"] for p in together] == [f"{i}.png" for i in range(len(digits))]
     assert [p["digit"] for p in together] == [p["digit"] for p in alone]
-    assert len({p["digit"] for p in together}) == 10  # the answers really differ
+    # The answers really differ (the tiny test model reads most of the 40, not all).
+    assert len({p["digit"] for p in together}) >= 8
     for one, other in zip(together, alone, strict=True):
         assert one["probabilities"] == pytest.approx(other["probabilities"], abs=1e-5)
 
