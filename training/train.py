@@ -312,10 +312,10 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
     def logits_of(images: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(to_model_input(images), batch_size=1000, verbose=0))
 
+    validation_logits = logits_of(splits.x_validation)
+    validation_negative_logits = logits_of(splits.negatives_validation)
     calibration = cal.calibrate(
-        logits_of(splits.x_validation),
-        splits.y_validation.astype(np.int64),
-        logits_of(splits.negatives_validation),
+        validation_logits, splits.y_validation.astype(np.int64), validation_negative_logits
     )
     test_logits = logits_of(data.x_test)
     probabilities = cal.digit_probabilities(test_logits, calibration.temperature)
@@ -326,7 +326,7 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
         test_logits,
         data.y_test.astype(np.int64),
         test_negative_logits,
-        validation=(logits_of(splits.x_validation), logits_of(splits.negatives_validation)),
+        validation=(validation_logits, validation_negative_logits),
     )
     log.info(
         "test accuracy %.4f after %.1f s; ECE %.4f -> %.4f (temperature %.3f); "
