@@ -8,7 +8,10 @@ negatives of training/negatives.py. The export turns the logits into
   function of the digit-vs-not log-odds (Platt scaling) fitted on held-out digits and
   negatives weighted equally. For an upload as likely to be a digit as not, the score is
   calibrated, and the Bayes decision is contract.DIGIT_THRESHOLD (0.5) for every model,
-  so no per-model threshold has to travel to the backends.
+  so no per-model threshold has to travel to the backends. Where that balanced point
+  refuses more than MAX_FALSE_REJECTION of the validation digits, the score is shifted
+  until it does not: a refused digit costs a user more than a letter read as a digit,
+  and the score is then calibrated for a prior leaning that much towards digits.
 
 Everything is fitted on validation data carved from the training split, never on the test
 set, which only measures the result. Pure numpy: the fits are two- and one-parameter
@@ -22,6 +25,10 @@ import numpy as np
 from contract import DIGIT_THRESHOLD, NUM_CLASSES
 
 RELIABILITY_BINS = 15
+# The operating point, chosen on validation digits: the score is shifted, where the
+# balanced fit refuses more, so that at most this share of them falls below the
+# threshold (docs/training.md).
+MAX_FALSE_REJECTION = 0.003
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ def fit_score(log_odds: np.ndarray, is_digit: np.ndarray) -> tuple[float, float]
     theta = np.array([1.0, 0.0])
     ridge = np.diag([1e-4, 0.0])
     for _ in range(100):
-        p = 1 / (1 + np.exp(-(design @ theta)))
+        p = 1 / (1 + np.exp(-np.clip(design @ theta, -500, 500)))
         gradient = design.T @ (weights * (p - y)) + ridge @ theta
         hessian = (design * (weights * p * (1 - p))[:, None]).T @ design + ridge
         step = np.linalg.solve(hessian + 1e-12 * np.eye(2), gradient)
@@ -107,11 +114,15 @@ def fit_score(log_odds: np.ndarray, is_digit: np.ndarray) -> tuple[float, float]
 def calibrate(
     digit_logits: np.ndarray, digit_labels: np.ndarray, negative_logits: np.ndarray
 ) -> Calibration:
-    """Fit both calibrations on held-out validation data."""
+    """Fit both calibrations on held-out validation data, and the operating point."""
     temperature = fit_temperature(digit_logits, digit_labels)
     log_odds = np.concatenate([digit_log_odds(digit_logits), digit_log_odds(negative_logits)])
     is_digit = np.concatenate([np.ones(len(digit_logits)), np.zeros(len(negative_logits))])
     scale, offset = fit_score(log_odds, is_digit)
+    # DIGIT_THRESHOLD is where scale * log_odds + offset crosses its logit.
+    boundary = np.log(DIGIT_THRESHOLD / (1 - DIGIT_THRESHOLD))
+    margin = np.quantile(scale * digit_log_odds(digit_logits) + offset, MAX_FALSE_REJECTION)
+    offset += max(0.0, float(boundary - margin))
     return Calibration(temperature, scale, offset)
 
 

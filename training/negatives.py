@@ -185,7 +185,7 @@ ONE_LIKE_MAX_TILT_DEGREES = 45
 MAX_ATTEMPTS = 50
 
 # Independent random streams: the order of kinds, and each image.
-_ORDER_STREAM, _IMAGE_STREAM = 0, 1
+_ORDER_STREAM, _IMAGE_STREAM, _TYPED_DIGIT_STREAM = 0, 1, 2
 
 Box = tuple[float, float, float, float]  # left, top, width, height in pixels
 
@@ -538,19 +538,7 @@ def _rendered_text(
     pool = latin if latin and rng.random() < LATIN_SHARE else glyphs
     length = int(rng.integers(2, 4)) if rng.random() < WORD_SHARE else 1
     text = "".join(pool[int(rng.integers(len(pool)))] for _ in range(length))
-    box = _content_box(rng, height, width)
-    # Rendered near the size it is shown at: no large rendering shrunk (slow), and small
-    # sizes keep their own hinting.
-    wanted = box[3] * rng.uniform(0.9, 1.5)
-    size = next((size for size in FONT_RENDER_SIZES if size >= wanted), FONT_RENDER_SIZES[-1])
-    font = _font(path, size)
-    stroke = 0 if rng.random() < 0.6 else int(rng.integers(1, max(2, size // 12)))
-    left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
-    glyph = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
-    ImageDraw.Draw(glyph).text(
-        (-left, -top), text, fill=255, font=font, stroke_width=stroke, stroke_fill=255
-    )
-    return _placed(rng, height, width, glyph, box)
+    return _typed(rng, height, width, path, text)
 
 
 def _placed(
@@ -894,3 +882,53 @@ def _photo_crop(
     if rng.random() < 0.3:
         values = 1.0 - values
     return _to_uint8(values * rng.uniform(0.6, 1.0) + rng.uniform(0.0, 0.2))
+
+
+# --- typed digits: the positives that keep font rendering from meaning "not a digit" ---
+
+
+def mnist_like_typed_digits(
+    count: int, seed: int, *, fonts: Sequence[Path] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` digits typed in the given fonts, drawn as the font negatives are (size,
+    place, weight, slant, paper, grain), through the gateway's `mnist_like`: uint8
+    [count, 28, 28] and their labels. Without them the model learns that whatever a
+    font renders is no digit, and refuses typed digits. Empty without a usable font."""
+    sources = _sources(font_files() if fonts is None else fonts)
+    images = np.zeros((count, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    labels = np.zeros(count, np.int64)
+    if not sources.letter_fonts:
+        return images[:0], labels[:0]
+    entropy = seed % 2**64
+    for index in range(count):
+        for attempt in range(MAX_ATTEMPTS):
+            rng = np.random.default_rng([entropy, _TYPED_DIGIT_STREAM, index, attempt])
+            digit = int(rng.integers(10))
+            height, width = _canvas_size(rng)
+            path, _glyphs = sources.letter_fonts[int(rng.integers(len(sources.letter_fonts)))]
+            mask = _typed(rng, height, width, path, str(digit))
+            try:
+                frame = mnist_like(_on_paper(mask, rng).astype(np.float32) / PIXEL_MAX)
+            except NoInk:
+                continue
+            images[index], labels[index] = np.rint(frame[..., 0] * PIXEL_MAX), digit
+            break
+    return images, labels
+
+
+def _typed(rng: np.random.Generator, height: int, width: int, path: str, text: str) -> Image.Image:
+    """`text` in the font at `path`, at a random size, place, weight (outline stroke)
+    and slant: the canvas's coverage mask."""
+    box = _content_box(rng, height, width)
+    # Rendered near the size it is shown at: no large rendering shrunk (slow), and small
+    # sizes keep their own hinting.
+    wanted = box[3] * rng.uniform(0.9, 1.5)
+    size = next((size for size in FONT_RENDER_SIZES if size >= wanted), FONT_RENDER_SIZES[-1])
+    font = _font(path, size)
+    stroke = 0 if rng.random() < 0.6 else int(rng.integers(1, max(2, size // 12)))
+    left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
+    glyph = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(glyph).text(
+        (-left, -top), text, fill=255, font=font, stroke_width=stroke, stroke_fill=255
+    )
+    return _placed(rng, height, width, glyph, box)

@@ -5,7 +5,7 @@ evaluate -> gate -> export.
 parses flags, reads the environment and loads the data.
 
 No choice is made on the test set. A validation split carved from the training images
-(VALIDATION_FRACTION, fixed by the seed) gives the curves and fits the calibration with
+(training/splits.py, fixed by the seed) gives the curves and fits the calibration with
 held-out negatives; the test set gives the figures reported at the end, once.
 """
 
@@ -28,8 +28,7 @@ from contract import DIGIT_THRESHOLD, METADATA_FILENAME, PIXEL_MAX
 from training import calibration as cal
 from training.data import MnistData, to_model_input
 from training.export import export_model
-from training.models import DEFAULT_MODEL, LADDER, NOT_A_DIGIT, NUM_OUTPUTS
-from training.negatives import font_files, mnist_like_negatives, split_fonts
+from training.models import DEFAULT_MODEL, LADDER, NUM_OUTPUTS
 from training.recipes import (
     EpochClock,
     LearningRateLog,
@@ -39,21 +38,13 @@ from training.recipes import (
     seconds_to_reach,
 )
 from training.report import write_report
+from training.splits import make_splits, with_negatives
 
 log = logging.getLogger(__name__)
 
 REPORT_FILENAME = "report.png"
 WARMUP_IMAGES = 8
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "elapsed_seconds")
-# Share of the training images held out for validation (curves, calibration).
-VALIDATION_FRACTION = 0.1
-# Negatives ("not a digit") per training digit; and, from held-out fonts, at most
-# HELD_OUT_NEGATIVES each for validation and for the test figures (each costs the
-# gateway's preprocessing: docs/training.md).
-NEGATIVE_FRACTION = 0.1
-HELD_OUT_NEGATIVES = 2_000
-# Seeds of the three negative sets, offset from the run's seed so they never coincide.
-NEGATIVE_SEEDS = {"train": 1_000, "validation": 2_000, "test": 3_000}
 
 
 class AccuracyGateError(Exception):
@@ -134,54 +125,6 @@ def make_dataset(
         .map(scale, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Training digits and negatives, validation digits and negatives, test negatives
-    (the test digits are data.x_test)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_validation: np.ndarray
-    y_validation: np.ndarray
-    negatives_train: np.ndarray
-    negatives_validation: np.ndarray
-    negatives_test: np.ndarray
-
-
-def make_splits(data: MnistData, seed: int) -> Splits:
-    """Carve the validation split from the training images and make the negatives:
-    training ones from the training fonts, validation and test ones from held-out fonts."""
-    order = np.random.default_rng(seed).permutation(len(data.x_train))
-    held_out = max(1, int(len(order) * VALIDATION_FRACTION))
-    validation, training = order[:held_out], order[held_out:]
-    train_fonts, held_out_fonts = split_fonts(font_files())
-
-    def negatives(split: str, count: int, fonts) -> np.ndarray:
-        images, _kinds = mnist_like_negatives(
-            max(1, count), seed + NEGATIVE_SEEDS[split], fonts=fonts
-        )
-        return images
-
-    per_digit = NEGATIVE_FRACTION
-    return Splits(
-        x_train=data.x_train[training],
-        y_train=data.y_train[training],
-        x_validation=data.x_train[validation],
-        y_validation=data.y_train[validation],
-        negatives_train=negatives("train", int(len(training) * per_digit), train_fonts),
-        negatives_validation=negatives(
-            "validation", min(held_out, HELD_OUT_NEGATIVES), held_out_fonts
-        ),
-        negatives_test=negatives("test", min(len(data.x_test), HELD_OUT_NEGATIVES), held_out_fonts),
-    )
-
-
-def with_negatives(digits: np.ndarray, labels: np.ndarray, negatives: np.ndarray):
-    images = np.concatenate([digits, negatives])
-    labels = np.concatenate([labels.astype(np.int64), np.full(len(negatives), NOT_A_DIGIT)])
-    return images, labels
 
 
 def _rounded(seconds: float | None) -> float | None:
@@ -361,7 +304,8 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
             for key, values in {**history, "elapsed_seconds": clock.elapsed}.items()
             if key in HISTORY_KEYS
         },
-        "train_examples": len(splits.x_train),
+        "train_examples": len(splits.x_train) - splits.typed_digits,  # MNIST's
+        "typed_digit_examples": splits.typed_digits,
         "validation_examples": len(splits.x_validation),
         "negative_examples": {
             "train": len(splits.negatives_train),

@@ -57,6 +57,46 @@ def test_the_score_is_calibrated_for_an_even_prior():
         assert is_digit[chosen].mean() == pytest.approx(scores[chosen].mean(), abs=0.03)
 
 
+def test_the_operating_point_refuses_at_most_the_chosen_share_of_validation_digits():
+    """Overlapping classes: the balanced fit alone would refuse about 9% of the digits;
+    calibrate() shifts the score until at most MAX_FALSE_REJECTION of them are refused,
+    and leaves a well-separated fit where it is."""
+    rng = np.random.default_rng(4)
+    digits = rng.normal(size=(4_000, 11))
+    digits[:, 3] += 2
+    negatives = rng.normal(size=(4_000, 11))
+    negatives[:, 10] += 2
+    labels = np.full(4_000, 3)
+    balanced = cal.fit_score(
+        np.concatenate([cal.digit_log_odds(digits), cal.digit_log_odds(negatives)]),
+        np.concatenate([np.ones(4_000), np.zeros(4_000)]),
+    )
+    fitted = cal.calibrate(digits, labels, negatives)
+    assert fitted.score_offset > balanced[1]
+    refused = cal.rejection_rates(
+        cal.digit_scores(digits, cal.Calibration(fitted.temperature, *balanced)),
+        cal.digit_scores(negatives, fitted),
+    )["false_rejection_rate"]
+    assert refused > 0.05
+    rates = cal.rejection_rates(
+        cal.digit_scores(digits, fitted), cal.digit_scores(negatives, fitted)
+    )
+    assert rates["false_rejection_rate"] <= cal.MAX_FALSE_REJECTION
+    assert rates["rejection_rate"] > 0.3  # it still refuses a share of the negatives
+
+    separated = digits.copy()
+    separated[:, 3] += 8
+    clean = cal.calibrate(separated, labels, negatives - np.eye(11)[3] * 8)
+    assert clean.score_offset == pytest.approx(
+        cal.fit_score(
+            np.concatenate(
+                [cal.digit_log_odds(separated), cal.digit_log_odds(negatives - np.eye(11)[3] * 8)]
+            ),
+            np.concatenate([np.ones(4_000), np.zeros(4_000)]),
+        )[1]
+    )
+
+
 def test_ece_of_a_perfectly_calibrated_model_is_small_and_of_a_wrong_one_large():
     rng = np.random.default_rng(3)
     logits, labels = _overconfident(rng, 20_000, temperature=1.0)

@@ -134,6 +134,7 @@ def test_metadata_describes_the_run(exported, small_sample):
     assert metadata["data_sha256"] == hashlib.sha256(SAMPLE_PATH.read_bytes()).hexdigest()
     # The validation split is carved from the training images, never from the test set.
     assert (metadata["train_examples"], metadata["validation_examples"]) == (461, 51)
+    assert metadata["typed_digit_examples"] == 13  # 3% of the training digits
     negatives = metadata["negative_examples"]
     assert negatives == {"train": 46, "validation": 51, "test": 256}
     calibration = metadata["calibration"]

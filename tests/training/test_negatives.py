@@ -13,6 +13,7 @@ import pytest
 from contract import IMAGE_SIZE, PIXEL_MAX
 from serving.errors import NoInk
 from serving.preprocessing import mnist_like
+from tests.utils.glyphs import DIGIT_LIKE
 from training import negatives
 from training.negatives import (
     LETTERS,
@@ -21,15 +22,11 @@ from training.negatives import (
     SYMBOLS,
     font_files,
     mnist_like_negatives,
+    mnist_like_typed_digits,
     raw_negatives,
     split_fonts,
 )
 
-# Glyphs a reader could take for a digit (Latin, Greek and Cyrillic look-alikes, and the
-# tall single strokes of a 1): never to be taught as "not a digit".
-DIGIT_LIKE = set(
-    "0123456789OoQDIlijJ|/\\!()[]{}Zz2Ss$5bG6B8gq9dΘΦΩοσθφεξζ∞∂§ЗЭэзЧчБбЪъЬьВвβδЮюФфОо↑↓↕♡♢☯☻☼"  # noqa: RUF001
-)
 ROUND = len(NEGATIVE_KINDS)
 
 
@@ -195,3 +192,26 @@ def test_the_installed_fonts_split_with_a_held_out_share():
         assert not set(training) & set(held_out)
         assert set(training) | set(held_out) == set(fonts)
         assert len(held_out) >= 1
+
+
+def test_typed_digits_come_labelled_in_every_digit_as_the_gateway_hands_them_over():
+    fonts, _held_out = split_fonts(_installed_fonts())
+    images, labels = mnist_like_typed_digits(60, seed=5, fonts=fonts)
+    assert images.shape == (60, IMAGE_SIZE, IMAGE_SIZE)
+    assert images.dtype == np.uint8
+    assert labels.shape == (60,)
+    assert set(labels.tolist()) == set(range(10))
+    # The gateway's frame: bright ink on a dark border, every image with ink.
+    assert (images.reshape(60, -1).max(axis=1) > PIXEL_MAX // 2).all()
+    assert images[:, 0, :].max() < PIXEL_MAX // 4
+    again, again_labels = mnist_like_typed_digits(60, seed=5, fonts=fonts)
+    assert np.array_equal(again, images)
+    assert np.array_equal(again_labels, labels)
+    other, _ = mnist_like_typed_digits(60, seed=6, fonts=fonts)
+    assert not np.array_equal(other, images)
+
+
+def test_without_fonts_no_typed_digits_are_made():
+    images, labels = mnist_like_typed_digits(10, seed=0, fonts=[])
+    assert images.shape == (0, IMAGE_SIZE, IMAGE_SIZE)
+    assert labels.shape == (0,)
