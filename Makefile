@@ -12,7 +12,7 @@ PORT ?= 8000
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: run train serve test lint checkov system-deps bench bench-gateway protos clean
+.PHONY: run train serve test lint checkov system-deps bench bench-gateway bench-rejection protos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench: $(VENV)/.dev-installed
 # Gateway throughput vs its baselines (wrk from system-deps); rewrites docs/benchmarks.md.
 bench-gateway: $(VENV)/.dev-installed
 	$(BIN)/python bench/gateway.py
+
+# Non-digits rejected and digits accepted, through a gateway serving $(MODEL_BASE) (make
+# train); writes docs/rejection.md. ARGS: more, e.g. --count 2000.
+bench-rejection: $(VENV)/.dev-installed
+	$(BIN)/python bench/rejection.py --export-base $(MODEL_BASE) --write $(ARGS)
 
 # The gateway's own TF Serving messages, generated from their .proto (after editing it).
 PROTOS := serving/backends/tfserving/protos

@@ -170,9 +170,10 @@ def fonts() -> list[Path]:
     return sorted(p for p in FONT_DIR.rglob("*.ttf") if "Math" not in p.name)
 
 
-def typed_digits(rng) -> Iterator[tuple[bytes, int]]:
-    """Each digit in each installed font at a few sizes, dark on white, a little off-centre."""
-    for font_path in fonts():
+def typed_digits(rng, font_paths: list[Path] | None = None) -> Iterator[tuple[bytes, int]]:
+    """Each digit in each font (default: every installed one) at a few sizes, dark on
+    white, a little off-centre."""
+    for font_path in fonts() if font_paths is None else font_paths:
         for size in (28, 64, 160):
             font = ImageFont.truetype(str(font_path), size)
             for digit in range(10):

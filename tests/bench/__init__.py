@@ -1,0 +1,1 @@
+"""bench/: what of the benchmarks can be checked without a model or a gateway."""
