@@ -40,6 +40,7 @@ def test_redoc_renders_the_api_from_the_gateway_alone(page, gateway_without_mode
     heading = page.get_by_role("heading", name="Classify handwritten digits", exact=False)
     expect(heading).to_be_visible()
     page.wait_for_load_state("networkidle")
-    # Only the "API docs by Redocly" logo, which the Redoc bundle links from its own
-    # site; refused, it leaves a blank corner and nothing else.
-    assert elsewhere == ["https://cdn.redoc.ly/redoc/logo-mini.svg"]
+    # At most the "API docs by Redocly" logo, which the Redoc bundle links from its own
+    # site (an image the browser may ask for before or after the page settles); refused,
+    # it leaves a blank corner and nothing else.
+    assert set(elsewhere) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
