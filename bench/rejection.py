@@ -61,10 +61,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
 from bench.gateway import ServerSpec, cpu_model, load_average, running  # noqa: E402
-from bench.preprocessing import _thin, fonts, make_conditions, typed_digits  # noqa: E402
+from bench.preprocessing import _thin, fonts, make_conditions, ours, typed_digits  # noqa: E402
 from contract import METADATA_FILENAME, PIXEL_MAX  # noqa: E402
 from serving.errors import NoInk  # noqa: E402
-from serving.preprocessing import preprocess  # noqa: E402
 from training.calibration import RELIABILITY_BINS, expected_calibration_error  # noqa: E402
 from training.negatives import (  # noqa: E402
     LATIN_LETTERS,
@@ -79,7 +78,6 @@ DOC = REPO_ROOT / "docs" / "rejection.md"
 TITLE = "# Honest answers: non-digits rejected, digits accepted"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist.npz"
 SAMPLE_DATA = REPO_ROOT / "data" / "mnist-sample.npz"
-MAX_PIXELS = 40_000_000
 CHUNK = 16  # images a request; a chunk with a no_ink image is resent one image a request
 CONFIDENT = 0.9
 
@@ -784,7 +782,7 @@ def _reads_as_a_one(data: bytes) -> bool:
     """Whether the gateway's preprocessing makes one upright stroke of it (negatives.py's
     test): a 1 to any reader, not a fair non-digit. A uniform image stays: a no_ink."""
     try:
-        frame = preprocess(data, max_pixels=MAX_PIXELS)
+        frame = ours(data)
     except NoInk:
         return False
     return _looks_like_a_one(frame[..., 0])

@@ -116,12 +116,13 @@ def calibrate(
 ) -> Calibration:
     """Fit both calibrations on held-out validation data, and the operating point."""
     temperature = fit_temperature(digit_logits, digit_labels)
-    log_odds = np.concatenate([digit_log_odds(digit_logits), digit_log_odds(negative_logits)])
+    digits_log_odds = digit_log_odds(digit_logits)
+    log_odds = np.concatenate([digits_log_odds, digit_log_odds(negative_logits)])
     is_digit = np.concatenate([np.ones(len(digit_logits)), np.zeros(len(negative_logits))])
     scale, offset = fit_score(log_odds, is_digit)
     # DIGIT_THRESHOLD is where scale * log_odds + offset crosses its logit.
     boundary = np.log(DIGIT_THRESHOLD / (1 - DIGIT_THRESHOLD))
-    margin = np.quantile(scale * digit_log_odds(digit_logits) + offset, MAX_FALSE_REJECTION)
+    margin = np.quantile(scale * digits_log_odds + offset, MAX_FALSE_REJECTION)
     offset += max(0.0, float(boundary - margin))
     return Calibration(temperature, scale, offset)
 

@@ -913,6 +913,8 @@ def mnist_like_typed_digits(
                 continue
             images[index], labels[index] = np.rint(frame[..., 0] * PIXEL_MAX), digit
             break
+        else:
+            raise RuntimeError(f"typed digits: {MAX_ATTEMPTS} images in a row without ink")
     return images, labels
 
 

@@ -86,12 +86,11 @@ def test_the_operating_point_refuses_at_most_the_chosen_share_of_validation_digi
 
     separated = digits.copy()
     separated[:, 3] += 8
-    clean = cal.calibrate(separated, labels, negatives - np.eye(11)[3] * 8)
+    apart = negatives - np.eye(11)[3] * 8
+    clean = cal.calibrate(separated, labels, apart)
     assert clean.score_offset == pytest.approx(
         cal.fit_score(
-            np.concatenate(
-                [cal.digit_log_odds(separated), cal.digit_log_odds(negatives - np.eye(11)[3] * 8)]
-            ),
+            np.concatenate([cal.digit_log_odds(separated), cal.digit_log_odds(apart)]),
             np.concatenate([np.ones(4_000), np.zeros(4_000)]),
         )[1]
     )
