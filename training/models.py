@@ -190,7 +190,7 @@ LADDER: dict[str, LadderStage] = {
     "convnet-bn-lite": LadderStage(
         convnet_bn_lite,
         TrainingRecipe(
-            "adam", 0.006, 128, fast_epochs=3, best_epochs=30, cosine=True, augment=True
+            "adam", 0.006, 128, fast_epochs=4, best_epochs=30, cosine=True, augment=True
         ),
         "the default: a light batch-normalised convnet, augmentation (stroke width, "
         "shift/rotate/zoom), cosine schedule",

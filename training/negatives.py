@@ -47,6 +47,7 @@ NEGATIVE_KINDS = (
     "font_symbol",
     "pen_letter",
     "scribble",
+    "arrow",
     "shape",
     "grid",
     "texture",
@@ -173,6 +174,13 @@ BLUR_SHARE = 0.25  # out of focus, or a soft pen
 # gateway thickens (its slower path: hairlines are a minority).
 PEN_WIDTH, HAIRLINE_WIDTH, HAIRLINE_SHARE = (0.09, 0.18), (0.025, 0.08), 0.25
 SCRIBBLE_PEN = 0.6  # a doodle crosses itself: a finer pen, or it is a blot
+# Share of doodles drawn with a pressure-sensitive pen, and the range of its width as a
+# multiple of the pen's.
+PRESSED_SHARE, PRESSURE_RANGE = 0.5, (0.35, 1.4)
+# Arrows: straight and bent shafts lie this close to the horizontal (steeper, a short
+# head on a long shaft reads as a 1 or a 7); circling ones sweep at most this far.
+ARROW_MAX_TILT_DEGREES = 60
+ARROW_MAX_SWEEP_DEGREES = 300
 # Several words sometimes, not only single glyphs: a label, a signature, a word.
 WORD_SHARE = 0.15
 # A 1 is a single elongated stroke: the minor/major axis ratio of its ink (from the
@@ -185,7 +193,7 @@ ONE_LIKE_MAX_TILT_DEGREES = 45
 MAX_ATTEMPTS = 50
 
 # Independent random streams: the order of kinds, and each image.
-_ORDER_STREAM, _IMAGE_STREAM, _TYPED_DIGIT_STREAM = 0, 1, 2
+_ORDER_STREAM, _IMAGE_STREAM, _TYPED_DIGIT_STREAM, _COARSE_DIGIT_STREAM = 0, 1, 2, 3
 
 Box = tuple[float, float, float, float]  # left, top, width, height in pixels
 
@@ -443,6 +451,7 @@ def _draw(kind: str, rng: np.random.Generator, sources: _Sources) -> tuple[str, 
     drawers = {
         "pen_letter": lambda: _pen_strokes(rng, height, width, PEN_STROKES),
         "scribble": lambda: _scribble(rng, height, width),
+        "arrow": lambda: _arrow(rng, height, width),
         "shape": lambda: _shapes(rng, height, width),
         "grid": lambda: _grid(rng, height, width),
         "texture": lambda: _texture(rng, height, width),
@@ -643,9 +652,10 @@ def _line(draw: ImageDraw.ImageDraw, points: np.ndarray, width: int) -> None:
 
 
 def _scribble(rng: np.random.Generator, height: int, width: int) -> Image.Image:
-    """Doodles: several smooth random curves, a long zig-zag, or a row of loops; never
-    one straight stroke or one oval."""
-    style = int(rng.integers(3))
+    """Doodles: several smooth random curves (long or short), a long zig-zag, or a row of
+    loops; never one straight stroke or one oval. Half of them pressed unevenly: the
+    pen's width swells and thins along each stroke."""
+    style = int(rng.integers(4))
     if style == 0:
         strokes = [
             _smooth(rng.random((int(rng.integers(5, 9)), 2))) for _ in range(rng.integers(2, 5))
@@ -655,15 +665,84 @@ def _scribble(rng: np.random.Generator, height: int, width: int) -> Image.Image:
         xs = np.linspace(0, 1, turns) + rng.normal(0, 0.03, turns)
         ys = np.where(np.arange(turns) % 2, 0.85, 0.15) + rng.normal(0, 0.08, turns)
         strokes = [np.column_stack([xs, ys])]
-    else:  # a prolate cycloid: the loops of someone trying a pen
+    elif style == 2:  # a prolate cycloid: the loops of someone trying a pen
         loops = int(rng.integers(3, 7))
         t = np.linspace(0, 2 * math.pi * loops, 24 * loops)
         radius = rng.uniform(1.3, 2.5)
         xs, ys = t - radius * np.sin(t), -radius * np.cos(t) * rng.uniform(0.5, 1.5)
         strokes = [np.column_stack([xs, ys])]
+    else:  # a few short arcs, scattered or crossing
+        strokes = [
+            _smooth(rng.random((int(rng.integers(3, 5)), 2))) for _ in range(rng.integers(3, 6))
+        ]
     box = _content_box(rng, height, width, 0.5, 0.95)
     pen = max(1, round(_pen_width(rng, box) * SCRIBBLE_PEN))
-    return _drawn(height, width, _fitted(rng, strokes, box), pen)
+    fitted = _fitted(rng, strokes, box)
+    if rng.random() < PRESSED_SHARE:
+        return _pressed(rng, height, width, fitted, pen)
+    return _drawn(height, width, fitted, pen)
+
+
+def _pressed(
+    rng: np.random.Generator, height: int, width: int, strokes: list[np.ndarray], pen: int
+) -> Image.Image:
+    """Strokes as a pressure-sensitive pen leaves them: discs every quarter of a pen
+    along each, their width a random walk between PRESSURE_RANGE times the pen's."""
+    image = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(image)
+    low, high = PRESSURE_RANGE
+    for stroke in strokes:
+        lengths = np.hypot(*np.diff(stroke, axis=0).T)
+        along = np.concatenate([[0.0], np.cumsum(lengths)])
+        samples = np.arange(0.0, along[-1] + 1e-9, max(0.5, pen / 4))
+        xs = np.interp(samples, along, stroke[:, 0])
+        ys = np.interp(samples, along, stroke[:, 1])
+        # Width knots every two pens along the stroke, interpolated between.
+        knots = np.arange(0.0, along[-1] + 2 * pen, 2 * pen)
+        widths = np.interp(samples, knots, rng.uniform(low, high, len(knots)))
+        radii = np.maximum(0.5, widths * pen / 2)
+        margin = radii + 1.0
+        xs = np.clip(xs, margin, np.maximum(margin, width - 1 - margin))
+        ys = np.clip(ys, margin, np.maximum(margin, height - 1 - margin))
+        for x, y, r in zip(xs.tolist(), ys.tolist(), radii.tolist(), strict=True):
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    return image
+
+
+def _arrow(rng: np.random.Generator, height: int, width: int) -> Image.Image:
+    """An arrow drawn with a pen: a straight, bent or circling shaft, an open or filled
+    head at one end or both. Straight and bent shafts lie within ARROW_MAX_TILT_DEGREES
+    of the horizontal (an upright stroke is a 1); a circling one sweeps at most
+    ARROW_MAX_SWEEP_DEGREES, so that it never closes into a 0."""
+    t = np.linspace(0.0, 1.0, 24)
+    style = int(rng.integers(3))
+    if style == 2:
+        sweep = math.radians(rng.uniform(150, ARROW_MAX_SWEEP_DEGREES)) * rng.choice([-1, 1])
+        angles = rng.uniform(0, 2 * math.pi) + t * sweep
+        shaft = np.column_stack([np.cos(angles), np.sin(angles)])
+    else:
+        bow = rng.uniform(0.1, 0.35) * rng.choice([-1, 1]) if style == 1 else 0.0
+        shaft = np.column_stack([t, 4 * bow * t * (1 - t)])
+        tilt = math.radians(rng.uniform(-ARROW_MAX_TILT_DEGREES, ARROW_MAX_TILT_DEGREES))
+        shaft = shaft @ _rotation(tilt + math.pi * (rng.random() < 0.5)).T
+    length = float(np.ptp(shaft, axis=0).max()) * rng.uniform(0.15, 0.3)
+    spread = rng.uniform(0.4, 0.9)
+    heads = []
+    for tip, before in [(shaft[-1], shaft[-3]), (shaft[0], shaft[2])][: 2 if rng.random() < 0.3 else 1]:
+        direction = (tip - before) / max(float(np.linalg.norm(tip - before)), 1e-9)
+        side = np.array([-direction[1], direction[0]]) * length * spread
+        back = tip - direction * length
+        heads.append(np.array([back + side, tip, back - side]))
+    filled = rng.random() < 0.35
+    box = _content_box(rng, height, width, 0.5, 0.95)
+    pen = _pen_width(rng, box)
+    fitted = _fitted(rng, [_wobble(rng, shaft), *heads], box)
+    image = _drawn(height, width, fitted if not filled else fitted[:1], pen)
+    if filled:
+        draw = ImageDraw.Draw(image)
+        for head in fitted[1:]:
+            draw.polygon([(float(x), float(y)) for x, y in head], fill=255, outline=255)
+    return image
 
 
 def _smooth(points: np.ndarray, rounds: int = 3) -> np.ndarray:
@@ -934,3 +1013,63 @@ def _typed(rng: np.random.Generator, height: int, width: int, path: str, text: s
         (-left, -top), text, fill=255, font=font, stroke_width=stroke, stroke_fill=255
     )
     return _placed(rng, height, width, glyph, box)
+
+
+# --- coarse digits: the positives that keep blur and blocks from meaning "not a digit" ---
+
+# Side of the coarse copy (the digit's longer side, in pixels) and of its enlargement.
+COARSE_SIDE, COARSE_SHOWN_SIDE = (7, 14), (20, 80)
+# Share of coarse copies kept to a few gray levels (a 4-bit scan), and that range.
+FEW_LEVELS_SHARE, FEW_LEVELS = 0.5, (5, 33)
+
+
+def mnist_like_coarse_digits(
+    digits: np.ndarray, labels: np.ndarray, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` of the given MNIST digits (uint8 [n, 28, 28], bright on dark) as a coarse
+    source shows them: shrunk to a few pixels a side by area averaging, sometimes to a
+    few gray levels, enlarged again (bilinear or blocky), on paper of either polarity,
+    through the gateway's `mnist_like`. Negatives come blurred and grainy; without these
+    the model learns that a soft or blocky digit (a thumbnail, an 8x8 scan) is none."""
+    images = np.zeros((count, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    chosen = np.zeros(count, np.int64)
+    entropy = seed % 2**64
+    for index in range(count):
+        for attempt in range(MAX_ATTEMPTS):
+            rng = np.random.default_rng([entropy, _COARSE_DIGIT_STREAM, index, attempt])
+            row = int(rng.integers(len(digits)))
+            try:
+                frame = mnist_like(_coarse(rng, digits[row]).astype(np.float32) / PIXEL_MAX)
+            except NoInk:
+                continue
+            images[index], chosen[index] = np.rint(frame[..., 0] * PIXEL_MAX), labels[row]
+            break
+        else:
+            raise RuntimeError(f"coarse digits: {MAX_ATTEMPTS} images in a row without ink")
+    return images, chosen
+
+
+def _coarse(rng: np.random.Generator, digit_image: np.ndarray) -> np.ndarray:
+    """One MNIST digit shrunk, maybe posterised, enlarged and put on paper: uint8 gray."""
+    digit = Image.fromarray(digit_image)
+    left, top, right, bottom = digit.getbbox() or (0, 0, IMAGE_SIZE, IMAGE_SIZE)
+    digit = digit.crop((left - 1, top - 1, right + 1, bottom + 1))
+    scale = int(rng.integers(*COARSE_SIDE, endpoint=True)) / max(digit.size)
+    coarse = digit.resize(
+        (max(1, round(digit.width * scale)), max(1, round(digit.height * scale))),
+        Image.Resampling.BOX,
+    )
+    values = np.asarray(coarse, np.float32) / np.float32(PIXEL_MAX)
+    if rng.random() < FEW_LEVELS_SHARE:
+        levels = int(rng.integers(*FEW_LEVELS)) - 1
+        values = np.rint(values * levels) / levels
+    coarse = Image.fromarray(_to_uint8(values))
+    shown = int(rng.integers(*COARSE_SHOWN_SIDE, endpoint=True)) / max(coarse.size)
+    resampling = Image.Resampling.NEAREST if rng.random() < 0.3 else Image.Resampling.BILINEAR
+    mask = coarse.resize(
+        (max(1, round(coarse.width * shown)), max(1, round(coarse.height * shown))), resampling
+    )
+    margin = int(rng.integers(0, max(mask.size) // 3 + 1))
+    canvas = Image.new("L", (mask.width + 2 * margin, mask.height + 2 * margin), 0)
+    canvas.paste(mask, (margin, margin))
+    return _on_paper(canvas, rng)

@@ -12,6 +12,7 @@ from training.data import MnistData
 from training.models import NOT_A_DIGIT
 from training.negatives import (
     font_files,
+    mnist_like_coarse_digits,
     mnist_like_negatives,
     mnist_like_typed_digits,
     split_fonts,
@@ -22,20 +23,25 @@ VALIDATION_FRACTION = 0.1
 # Negatives ("not a digit") per training digit; and, from held-out fonts, at most
 # HELD_OUT_NEGATIVES each for validation and for the test figures (each costs the
 # gateway's preprocessing: docs/training.md).
-NEGATIVE_FRACTION = 0.1
+NEGATIVE_FRACTION = 0.15
 HELD_OUT_NEGATIVES = 2_000
 # Digits typed in the training fonts, per training digit: positives that keep the model
 # from taking font rendering itself for "not a digit" (docs/training.md).
 TYPED_DIGIT_FRACTION = 0.03
+# Training digits shown again coarse (shrunk, enlarged, blurred or blocky), per training
+# digit: positives that keep a thumbnail or a low-resolution scan from meaning "not a
+# digit" (docs/training.md).
+COARSE_DIGIT_FRACTION = 0.03
 # Seeds of the three negative sets, offset from the run's seed so they never coincide.
 NEGATIVE_SEEDS = {"train": 1_000, "validation": 2_000, "test": 3_000}
-TYPED_DIGIT_SEED = 4_000
+TYPED_DIGIT_SEED, COARSE_DIGIT_SEED = 4_000, 5_000
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Training digits (MNIST's and typed ones) and negatives, validation digits and
-    negatives, test negatives (the test digits are data.x_test)."""
+    """Training digits (MNIST's, then typed ones, then coarse copies of MNIST's) and
+    negatives, validation digits and negatives, test negatives (the test digits are
+    data.x_test)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -44,13 +50,15 @@ class Splits:
     negatives_train: np.ndarray
     negatives_validation: np.ndarray
     negatives_test: np.ndarray
-    typed_digits: int  # of x_train, at its end
+    typed_digits: int  # of x_train, after MNIST's
+    coarse_digits: int  # of x_train, at its end
 
 
 def make_splits(data: MnistData, seed: int) -> Splits:
     """Carve the validation split from the training images, add typed digits to the
-    training ones and make the negatives: typed digits and training negatives from the
-    training fonts, validation and test negatives from held-out fonts."""
+    training ones and coarse copies of some of them, and make the negatives: typed digits
+    and training negatives from the training fonts, validation and test negatives from
+    held-out fonts."""
     order = np.random.default_rng(seed).permutation(len(data.x_train))
     held_out = max(1, int(len(order) * VALIDATION_FRACTION))
     validation, training = order[:held_out], order[held_out:]
@@ -65,10 +73,18 @@ def make_splits(data: MnistData, seed: int) -> Splits:
     typed, typed_labels = mnist_like_typed_digits(
         int(len(training) * TYPED_DIGIT_FRACTION), seed + TYPED_DIGIT_SEED, fonts=train_fonts
     )
+    coarse, coarse_labels = mnist_like_coarse_digits(
+        data.x_train[training],
+        data.y_train[training],
+        int(len(training) * COARSE_DIGIT_FRACTION),
+        seed + COARSE_DIGIT_SEED,
+    )
     per_digit = NEGATIVE_FRACTION
     return Splits(
-        x_train=np.concatenate([data.x_train[training], typed]),
-        y_train=np.concatenate([data.y_train[training].astype(np.int64), typed_labels]),
+        x_train=np.concatenate([data.x_train[training], typed, coarse]),
+        y_train=np.concatenate(
+            [data.y_train[training].astype(np.int64), typed_labels, coarse_labels]
+        ),
         x_validation=data.x_train[validation],
         y_validation=data.y_train[validation],
         negatives_train=negatives("train", int(len(training) * per_digit), train_fonts),
@@ -77,6 +93,7 @@ def make_splits(data: MnistData, seed: int) -> Splits:
         ),
         negatives_test=negatives("test", min(len(data.x_test), HELD_OUT_NEGATIVES), held_out_fonts),
         typed_digits=len(typed),
+        coarse_digits=len(coarse),
     )
 
 

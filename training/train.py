@@ -304,8 +304,9 @@ def train(config: TrainConfig, data: MnistData) -> TrainResult:
             for key, values in {**history, "elapsed_seconds": clock.elapsed}.items()
             if key in HISTORY_KEYS
         },
-        "train_examples": len(splits.x_train) - splits.typed_digits,  # MNIST's
+        "train_examples": len(splits.x_train) - splits.typed_digits - splits.coarse_digits,
         "typed_digit_examples": splits.typed_digits,
+        "coarse_digit_examples": splits.coarse_digits,
         "validation_examples": len(splits.x_validation),
         "negative_examples": {
             "train": len(splits.negatives_train),

@@ -135,8 +135,9 @@ def test_metadata_describes_the_run(exported, small_sample):
     # The validation split is carved from the training images, never from the test set.
     assert (metadata["train_examples"], metadata["validation_examples"]) == (461, 51)
     assert metadata["typed_digit_examples"] == 13  # 3% of the training digits
+    assert metadata["coarse_digit_examples"] == 13  # likewise
     negatives = metadata["negative_examples"]
-    assert negatives == {"train": 46, "validation": 51, "test": 256}
+    assert negatives == {"train": 69, "validation": 51, "test": 256}
     calibration = metadata["calibration"]
     assert calibration["temperature"] > 0
     assert calibration["digit_threshold"] == 0.5

@@ -21,6 +21,7 @@ from training.negatives import (
     PEN_STROKES,
     SYMBOLS,
     font_files,
+    mnist_like_coarse_digits,
     mnist_like_negatives,
     mnist_like_typed_digits,
     raw_negatives,
@@ -215,3 +216,27 @@ def test_without_fonts_no_typed_digits_are_made():
     images, labels = mnist_like_typed_digits(10, seed=0, fonts=[])
     assert images.shape == (0, IMAGE_SIZE, IMAGE_SIZE)
     assert labels.shape == (0,)
+
+
+def test_coarse_digits_keep_their_labels_and_come_as_the_gateway_hands_them_over():
+    sample = np.load(Path(__file__).resolve().parents[2] / "data" / "mnist-sample.npz")
+    digits, labels = sample["x_train"][:40], sample["y_train"][:40]
+    images, coarse_labels = mnist_like_coarse_digits(digits, labels, 50, seed=5)
+    assert images.shape == (50, IMAGE_SIZE, IMAGE_SIZE)
+    assert images.dtype == np.uint8
+    # Each is a coarse copy of one of the given digits, labelled as that digit: nearly
+    # always nearest (cosine) to a given digit of its own label.
+    assert len(set(coarse_labels.tolist())) >= 8
+    views = np.stack([_gateway_view(digit) for digit in digits]).reshape(40, -1)
+    views /= np.linalg.norm(views, axis=1, keepdims=True)
+    copies = images.reshape(50, -1).astype(np.float64)
+    nearest = labels[np.argmax(copies @ views.T, axis=1)]
+    assert (nearest == coarse_labels).mean() >= 0.8
+    assert (images.reshape(50, -1).max(axis=1) > PIXEL_MAX // 2).all()
+    assert images[:, 0, :].max() < PIXEL_MAX // 4
+    # Coarse means softer: fewer pixels near full ink than in MNIST's own strokes.
+    assert (images > 250).mean() < (digits > 250).mean()
+    again, again_labels = mnist_like_coarse_digits(digits, labels, 50, seed=5)
+    assert np.array_equal(again, images) and np.array_equal(again_labels, coarse_labels)
+    other, _ = mnist_like_coarse_digits(digits, labels, 50, seed=6)
+    assert not np.array_equal(other, images)
