@@ -728,7 +728,8 @@ def _arrow(rng: np.random.Generator, height: int, width: int) -> Image.Image:
     length = float(np.ptp(shaft, axis=0).max()) * rng.uniform(0.15, 0.3)
     spread = rng.uniform(0.4, 0.9)
     heads = []
-    for tip, before in [(shaft[-1], shaft[-3]), (shaft[0], shaft[2])][: 2 if rng.random() < 0.3 else 1]:
+    ends = [(shaft[-1], shaft[-3]), (shaft[0], shaft[2])]
+    for tip, before in ends[: 2 if rng.random() < 0.3 else 1]:
         direction = (tip - before) / max(float(np.linalg.norm(tip - before)), 1e-9)
         side = np.array([-direction[1], direction[0]]) * length * spread
         back = tip - direction * length

@@ -237,6 +237,7 @@ def test_coarse_digits_keep_their_labels_and_come_as_the_gateway_hands_them_over
     # Coarse means softer: fewer pixels near full ink than in MNIST's own strokes.
     assert (images > 250).mean() < (digits > 250).mean()
     again, again_labels = mnist_like_coarse_digits(digits, labels, 50, seed=5)
-    assert np.array_equal(again, images) and np.array_equal(again_labels, coarse_labels)
+    assert np.array_equal(again, images)
+    assert np.array_equal(again_labels, coarse_labels)
     other, _ = mnist_like_coarse_digits(digits, labels, 50, seed=6)
     assert not np.array_equal(other, images)
