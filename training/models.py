@@ -122,7 +122,7 @@ def convnet_bn_lite() -> keras.Model:
     """The default: the same ideas at a fifth of the compute, to train in minutes on a
     laptop's CPU. Two batch-normalised 3x3 blocks of 24 and 48 filters, each ending in a
     strided conv instead of pooling, then dense 128 + BN; dropout between blocks, light
-    enough for three epochs to fit (the validation split chose it: docs/training.md)."""
+    enough for four epochs to fit (the validation split chose it: docs/training.md)."""
     inputs = _input()
     x = inputs
     for filters, dropout in ((24, 0.1), (48, 0.15)):
