@@ -5,7 +5,7 @@ so that the gateway can answer "I can't read that" for a letter, a symbol, a scr
 a photo instead of the digit it resembles most. Nothing is downloaded: letters and
 symbols are rendered from the fonts Debian packages install (fonts-dejavu-core and
 friends), photos are cropped from the sample images matplotlib ships, and everything else
-(pen strokes, scribbles, shapes, grids, textures, noise) is drawn here with numpy and PIL.
+(pen strokes, scribbles, arrows, shapes, grids, textures, noise) is drawn here with numpy and PIL.
 
 Every raw image then goes through the gateway's own preprocessing
 (`serving.preprocessing.mnist_like`), one pipeline and not a copy, so the model sees a
