@@ -631,13 +631,22 @@ def _drawn(height: int, width: int, strokes: list[np.ndarray], pen: int) -> Imag
 
 def _wobble(rng: np.random.Generator, points: np.ndarray, step: float = 0.1) -> np.ndarray:
     """A polyline resampled every `step` with a small tremor, as a hand draws it."""
-    lengths = np.hypot(*np.diff(points, axis=0).T)
-    along = np.concatenate([[0.0], np.cumsum(lengths)])
+    along = _arc_lengths(points)
     if along[-1] == 0:
         return points
     samples = np.linspace(0, along[-1], max(2, int(along[-1] / step) + 1))
-    dense = np.column_stack([np.interp(samples, along, points[:, axis]) for axis in (0, 1)])
+    dense = _points_at(points, along, samples)
     return dense + rng.normal(0, 0.006, dense.shape)
+
+
+def _arc_lengths(points: np.ndarray) -> np.ndarray:
+    """The distance along a polyline from its start to each of its vertices."""
+    return np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(points, axis=0).T))])
+
+
+def _points_at(points: np.ndarray, along: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """The points of a polyline (its vertices' `_arc_lengths` `along`) at distances `samples`."""
+    return np.column_stack([np.interp(samples, along, points[:, axis]) for axis in (0, 1)])
 
 
 def _line(draw: ImageDraw.ImageDraw, points: np.ndarray, width: int) -> None:
@@ -692,11 +701,9 @@ def _pressed(
     draw = ImageDraw.Draw(image)
     low, high = PRESSURE_RANGE
     for stroke in strokes:
-        lengths = np.hypot(*np.diff(stroke, axis=0).T)
-        along = np.concatenate([[0.0], np.cumsum(lengths)])
+        along = _arc_lengths(stroke)
         samples = np.arange(0.0, along[-1] + 1e-9, max(0.5, pen / 4))
-        xs = np.interp(samples, along, stroke[:, 0])
-        ys = np.interp(samples, along, stroke[:, 1])
+        xs, ys = _points_at(stroke, along, samples).T
         # Width knots every two pens along the stroke, interpolated between.
         knots = np.arange(0.0, along[-1] + 2 * pen, 2 * pen)
         widths = np.interp(samples, knots, rng.uniform(low, high, len(knots)))
@@ -1055,22 +1062,25 @@ def _coarse(rng: np.random.Generator, digit_image: np.ndarray) -> np.ndarray:
     digit = Image.fromarray(digit_image)
     left, top, right, bottom = digit.getbbox() or (0, 0, IMAGE_SIZE, IMAGE_SIZE)
     digit = digit.crop((left - 1, top - 1, right + 1, bottom + 1))
-    scale = int(rng.integers(*COARSE_SIDE, endpoint=True)) / max(digit.size)
-    coarse = digit.resize(
-        (max(1, round(digit.width * scale)), max(1, round(digit.height * scale))),
-        Image.Resampling.BOX,
+    coarse = _with_longer_side(
+        digit, int(rng.integers(*COARSE_SIDE, endpoint=True)), Image.Resampling.BOX
     )
     values = np.asarray(coarse, np.float32) / np.float32(PIXEL_MAX)
     if rng.random() < FEW_LEVELS_SHARE:
         levels = int(rng.integers(*FEW_LEVELS)) - 1
         values = np.rint(values * levels) / levels
     coarse = Image.fromarray(_to_uint8(values))
-    shown = int(rng.integers(*COARSE_SHOWN_SIDE, endpoint=True)) / max(coarse.size)
+    shown = int(rng.integers(*COARSE_SHOWN_SIDE, endpoint=True))
     resampling = Image.Resampling.NEAREST if rng.random() < 0.3 else Image.Resampling.BILINEAR
-    mask = coarse.resize(
-        (max(1, round(coarse.width * shown)), max(1, round(coarse.height * shown))), resampling
-    )
+    mask = _with_longer_side(coarse, shown, resampling)
     margin = int(rng.integers(0, max(mask.size) // 3 + 1))
     canvas = Image.new("L", (mask.width + 2 * margin, mask.height + 2 * margin), 0)
     canvas.paste(mask, (margin, margin))
     return _on_paper(canvas, rng)
+
+
+def _with_longer_side(image: Image.Image, side: int, resampling) -> Image.Image:
+    """The image resized, its aspect kept, so that its longer side is `side` pixels."""
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, resampling)
