@@ -62,6 +62,7 @@ def make_splits(data: MnistData, seed: int) -> Splits:
     order = np.random.default_rng(seed).permutation(len(data.x_train))
     held_out = max(1, int(len(order) * VALIDATION_FRACTION))
     validation, training = order[:held_out], order[held_out:]
+    digits, labels = data.x_train[training], data.y_train[training].astype(np.int64)
     train_fonts, held_out_fonts = split_fonts(font_files())
 
     def negatives(split: str, count: int, fonts) -> np.ndarray:
@@ -74,17 +75,12 @@ def make_splits(data: MnistData, seed: int) -> Splits:
         int(len(training) * TYPED_DIGIT_FRACTION), seed + TYPED_DIGIT_SEED, fonts=train_fonts
     )
     coarse, coarse_labels = mnist_like_coarse_digits(
-        data.x_train[training],
-        data.y_train[training],
-        int(len(training) * COARSE_DIGIT_FRACTION),
-        seed + COARSE_DIGIT_SEED,
+        digits, labels, int(len(training) * COARSE_DIGIT_FRACTION), seed + COARSE_DIGIT_SEED
     )
     per_digit = NEGATIVE_FRACTION
     return Splits(
-        x_train=np.concatenate([data.x_train[training], typed, coarse]),
-        y_train=np.concatenate(
-            [data.y_train[training].astype(np.int64), typed_labels, coarse_labels]
-        ),
+        x_train=np.concatenate([digits, typed, coarse]),
+        y_train=np.concatenate([labels, typed_labels, coarse_labels]),
         x_validation=data.x_train[validation],
         y_validation=data.y_train[validation],
         negatives_train=negatives("train", int(len(training) * per_digit), train_fonts),
