@@ -126,13 +126,18 @@ def plan() -> list[ServerSpec]:
 
 
 def write_payloads(workdir: Path) -> dict[str | None, Path]:
-    """Lua scripts per payload: one 28x28 PNG, one 640x480 photo JPEG, a batch of 8 PNGs."""
+    """Lua scripts per payload: one 28x28 PNG, one photo JPEG of each size, a batch of 8 PNGs."""
     digits, _ = load_digits(count=8)
     pngs = [png_bytes(digit) for digit in digits]
-    jpeg = photo_jpeg(digits[0], np.random.default_rng(0), (640, 480))
+    photos = {
+        key: photo_jpeg(digits[0], np.random.default_rng(0), size, fraction=PHOTO_FRACTION)
+        for key, size in PHOTO_SIZES.items()
+    }
     bodies = {
         "png": multipart_body([("digit.png", pngs[0], "image/png")]),
-        "jpeg": multipart_body([("photo.jpg", jpeg, "image/jpeg")]),
+        **{
+            key: multipart_body([("photo.jpg", data, "image/jpeg")]) for key, data in photos.items()
+        },
         "batch8": multipart_body([(f"d{i}.png", png, "image/png") for i, png in enumerate(pngs)]),
     }
     scripts: dict[str | None, Path] = {None: write_script(workdir / "get.lua", None, None)}
@@ -289,6 +294,87 @@ def measure_targets_in_turns(
                 turns[path].append(result)
                 print(f"  round {round_number} {path:<12} c=32  {format_cell(result)}", flush=True)
     return turns
+
+
+# Photos of a digit on paper (client.payloads.photo_jpeg): the digit's ink 10-25% of the
+# frame's height; one photo per size, of the first sample digit.
+PHOTO_SIZES = {"jpeg": (640, 480), "jpeg1600": (1600, 1200), "jpeg4000": (4000, 3000)}
+PHOTO_FRACTION = (0.1, 0.25)
+PHOTO_ROUNDS = 3
+
+
+def measure_photos_in_turns(
+    scripts: dict,
+    export_base: Path,
+    keras_path: Path,
+    workdir: Path,
+    seconds: float,
+    rounds: int = PHOTO_ROUNDS,
+) -> dict[tuple[int, int, str], list[LoadResult]]:
+    """{(workers, concurrency, payload): one result a round}: the photos in turns with the
+    28x28 PNG on the same gateway, 1 worker at c=1, then 2 workers at c=32."""
+    cells = [(1, 1, key) for key in ("png", *PHOTO_SIZES)] + [(2, 32, "png"), (2, 32, "jpeg")]
+    results: dict[tuple[int, int, str], list[LoadResult]] = {cell: [] for cell in cells}
+    for workers in (1, 2):
+        spec = ServerSpec(f"gateway, {workers}w, photos in turns", "gateway", workers, ())
+        with running(spec, export_base, keras_path, workdir) as url:
+            mine = [cell for cell in cells if cell[0] == workers]
+            for _, _, payload in mine:
+                with contextlib.suppress(subprocess.SubprocessError, StopIteration):
+                    run_wrk(url + "/v1/predict", scripts[payload], concurrency=4, seconds=WARMUP_S)
+            for round_number in range(1, rounds + 1):
+                for cell in mine:
+                    _, concurrency, payload = cell
+                    result = run_wrk(
+                        url + "/v1/predict",
+                        scripts[payload],
+                        concurrency=concurrency,
+                        seconds=seconds,
+                        timeout_s=60,
+                    )
+                    results[cell].append(result)
+                    print(
+                        f"  round {round_number} {workers}w {payload:<9} c={concurrency:<3}"
+                        f" {format_cell(result)}",
+                        flush=True,
+                    )
+    return results
+
+
+PHOTO_TARGETS = {"jpeg": 3.0, "jpeg1600": 4.0, "jpeg4000": 8.0}  # x the PNG's p50, 1w c=1
+
+
+def photo_table(photos: dict[tuple[int, int, str], list[LoadResult]]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) of the photo targets: medians of the per-round ratios."""
+    lines = []
+    png = photos[(1, 1, "png")]
+    for key, limit in PHOTO_TARGETS.items():
+        width, height = PHOTO_SIZES[key]
+        values = [ratio(p.p50_ms, q.p50_ms) for p, q in zip(photos[(1, 1, key)], png, strict=True)]
+        value = statistics.median(values)
+        lines.append(
+            (
+                f"{width}x{height} photo p50 ≤ {limit:g}x the 28x28 PNG's (1w, c=1)",
+                f"{value:.1f}x (rounds: {', '.join(f'{v:.1f}x' for v in values)}; "
+                f"{'/'.join(f'{p.p50_ms:.2f}' for p in photos[(1, 1, key)])} vs "
+                f"{'/'.join(f'{q.p50_ms:.2f}' for q in png)} ms)",
+                verdict(value <= limit),
+            )
+        )
+    shares = [
+        ratio(p.rps, q.rps)
+        for p, q in zip(photos[(2, 32, "jpeg")], photos[(2, 32, "png")], strict=True)
+    ]
+    share = statistics.median(shares)
+    lines.append(
+        (
+            "640x480 photo throughput ≥ 25% of the 28x28 PNG's (2w, c=32)",
+            f"{share:.0%} (rounds: {', '.join(f'{v:.0%}' for v in shares)}; "
+            f"{_rps(photos[(2, 32, 'jpeg')])} vs {_rps(photos[(2, 32, 'png')])} req/s)",
+            verdict(share >= 0.25),
+        )
+    )
+    return lines
 
 
 def signature_floor(
@@ -660,7 +746,7 @@ NOTES = """\
 
 
 def markdown(
-    rows, turns, floor, policies, started, finished, load_before, load_after, seconds
+    rows, turns, photos, floor, policies, started, finished, load_before, load_after, seconds
 ) -> str:
     import fastapi
     import tensorflow as tf
@@ -699,6 +785,20 @@ def markdown(
             "the trivial route and the signature endpoint loaded one after the other, "
             f"{seconds:g} s each, both servers running side by side): the median of the "
             "per-round ratios, each round's in brackets, then each round's figures.",
+        ]
+    if photos:
+        out += [
+            "",
+            "## Photos of a digit on paper",
+            "",
+            "| target | measured | |",
+            "| --- | --- | --- |",
+            *(f"| {a} | {b} | {c} |" for a, b, c in photo_table(photos)),
+            "",
+            f"{PHOTO_ROUNDS} rounds on one gateway, the photos and the 28x28 PNG loaded in "
+            f"turns, {seconds:g} s each: one photo per size (client.payloads.photo_jpeg, "
+            "the digit's ink 10-25% of the frame's height), the median of the per-round "
+            "ratios, each round's in brackets.",
         ]
     out += [
         "",
@@ -765,7 +865,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="run only servers whose label contains this ('targets': only the rounds in turns)",
+        help="run only servers whose label contains this ('targets': only the rounds in "
+        "turns; 'photos': only the photo rounds)",
     )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -801,9 +902,23 @@ def main() -> int:
         print("the targets' cells in turns:", flush=True)
         turns = measure_targets_in_turns(scripts, export_base, keras_path, workdir, args.seconds)
 
+    photos = None
+    if args.only is None or args.only == "photos":
+        print("photos in turns with the 28x28 PNG:", flush=True)
+        photos = measure_photos_in_turns(scripts, export_base, keras_path, workdir, args.seconds)
+
     finished, load_after = datetime.now(UTC), load_average()
     report = markdown(
-        rows, turns, floor, policies, started, finished, load_before, load_after, args.seconds
+        rows,
+        turns,
+        photos,
+        floor,
+        policies,
+        started,
+        finished,
+        load_before,
+        load_after,
+        args.seconds,
     )
     print("\n" + report)
     if args.only is None:

@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from client.payloads import photo_jpeg
 from contract import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from serving import preprocessing
 from serving.preprocessing import ink, placement
@@ -164,6 +165,35 @@ MNIST_CONDITIONS: dict[str, Callable] = {
     "thin pen (3 px centre line, 280 px)": thin_pen,
     "hairline (1 px centre line, 1120 px)": hairline,
 }
+
+
+# --- photos of a digit on paper ---------------------------------------------------------
+
+PHOTO_SIZES = ((640, 480), (1600, 1200), (4000, 3000))
+# The digit's ink height as a share of the frame's height.
+PHOTO_FRACTIONS = {"10-25%": (0.10, 0.25), "25-50%": (0.25, 0.50)}
+
+
+def photo_conditions(x_test, y_test, count: int, only: str = "") -> Iterator[tuple[str, list]]:
+    """Each frame size x digit fraction x polarity: `count` photos of the first digits,
+    made one condition at a time (a 4000x3000 photo takes a while to make)."""
+    for (width, height), (label, fraction), light_ink in itertools.product(
+        PHOTO_SIZES, PHOTO_FRACTIONS.items(), (False, True)
+    ):
+        name = f"photo {width}x{height}, digit {label}, {'light' if light_ink else 'dark'} ink"
+        if only not in name:
+            continue
+        rng = np.random.default_rng([width, round(fraction[0] * 100), int(light_ink)])
+        yield (
+            name,
+            [
+                (
+                    photo_jpeg(x, rng, (width, height), fraction=fraction, light_ink=light_ink),
+                    int(y),
+                )
+                for x, y in zip(x_test[:count], y_test[:count], strict=True)
+            ],
+        )
 
 
 def fonts() -> list[Path]:
@@ -342,6 +372,33 @@ def _row(name: str, n: int, differences: list[np.ndarray], other_outcome: int) -
     return f"| {name} | {n} | {maxima.max():.2e} | {mean:.2e} | {share:.2f}% | {other_outcome} |"
 
 
+def print_photo_table(classify, x_test, y_test, count: int, only: str) -> None:
+    """Accuracy through the full pipeline and its CPU time per photo, beside a 28x28 PNG."""
+    print("| condition | n | accuracy % | CPU ms/image (median) | x the 28x28 PNG |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    png = [
+        (mnist_png(x, None), int(y)) for x, y in zip(x_test[:count], y_test[:count], strict=True)
+    ]
+    reference = None
+    for name, samples in itertools.chain(
+        [("MNIST as PNG (28x28)", png)], photo_conditions(x_test, y_test, count, only)
+    ):
+        arrays, seconds = [], []
+        for data, _ in samples:
+            start = time.process_time()
+            try:
+                arrays.append(ours(data))
+            except Exception:  # unreadable counts as wrong
+                arrays.append(np.zeros((28, 28, 1), np.float32))
+            seconds.append(time.process_time() - start)
+        predicted = classify(np.stack(arrays))
+        correct = 100.0 * float(np.mean(predicted == np.array([label for _, label in samples])))
+        ms = 1000 * float(np.median(seconds))
+        reference = reference or ms
+        print(f"| {name} | {len(samples)} | {correct:.2f} | {ms:.2f} | {ms / reference:.1f} |")
+        sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--export-base", type=Path, default=Path("models"))
@@ -351,6 +408,13 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run the conditions whose name contains this")
     parser.add_argument(
         "--compare-with", type=Path, help="another checkout: compare outputs, no model needed"
+    )
+    parser.add_argument(
+        "--photos",
+        type=int,
+        metavar="N",
+        default=0,
+        help="instead: N photos of digits on paper per photo condition, through ours",
     )
     args = parser.parse_args()
 
@@ -363,6 +427,9 @@ def main() -> None:
     raw = 100.0 * float(np.mean(classify((x_test[..., None] / 255.0).astype(np.float32)) == y_test))
     print(f"model {model_path}; {len(x_test)} MNIST test digits from {args.data}")
     print(f"raw arrays straight into the model: {raw:.2f}%\n")
+    if args.photos:
+        print_photo_table(classify, x_test, y_test, args.photos, args.only)
+        return
     conditions = make_conditions(x_test, y_test, args.only)
 
     names = list(PIPELINES)

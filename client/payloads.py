@@ -1,8 +1,9 @@
 """Request bodies built from the committed MNIST sample: for the load test and the benchmarks.
 
 Everything is generated locally and deterministically (seeded), no network: 28x28 PNGs as
-MNIST stores them, photo-like JPEGs (dark ink on light, shaded, noisy paper, camera-sized),
-pre-encoded multipart and base64 JSON bodies, and malformed uploads the gateway must refuse.
+MNIST stores them, photos of a digit on paper (anywhere in the frame, lit unevenly, blurred,
+grainy, JPEG), pre-encoded multipart and base64 JSON bodies, and malformed uploads the
+gateway must refuse.
 """
 
 import base64
@@ -43,30 +44,55 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def photo_jpeg(
-    digit: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = (1280, 960)
+    digit: np.ndarray,
+    rng: np.random.Generator,
+    size: tuple[int, int] = (1280, 960),
+    *,
+    fraction: tuple[float, float] = (0.1, 0.5),
+    light_ink: bool = False,
 ) -> bytes:
-    """A phone-style photo of the digit: dark ink on light, unevenly lit, noisy paper."""
+    """A digit written on paper (or chalk on a board) and photographed by a phone.
+
+    The digit's ink at a share of the frame's height drawn from `fraction`, at a random
+    place, rotated by up to 8 degrees; light falling off across the frame and towards its
+    corners; a colour cast; optical blur and sensor grain that scale with the frame; JPEG
+    quality 70-95. Ink reflects the same light as the paper, so a shaded corner darkens both."""
     width, height = size
-    # Paper: light, with a lighting gradient across the frame and sensor noise.
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ink_height = rng.uniform(*fraction) * height
+    side = max(8, round(ink_height * 28 / 20))  # MNIST's digits fill 20 of 28 pixels
+    glyph = Image.fromarray(digit).rotate(float(rng.uniform(-8, 8)), Image.Resampling.BICUBIC)
+    glyph = glyph.resize((side, side), Image.Resampling.BICUBIC)
+    inked = np.zeros((height, width), np.float32)
+    top = int(rng.integers(0, max(1, height - side)))
+    left = int(rng.integers(0, max(1, width - side)))
+    inked[top : top + side, left : left + side] = (
+        np.asarray(glyph, np.float32)[: height - top, : width - left] / 255
+    )
+    # Light: a gradient in a random direction and a vignette, made small and scaled up.
+    ys, xs = np.mgrid[0:48, 0:64].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(angle) * xs / width + np.sin(angle) * ys / height) * rng.uniform(20, 45)
-    paper = 215.0 + ramp - ramp.mean() + rng.normal(0, 6, size=(height, width))
-    # Ink: the digit scaled to about half the frame height, slightly blurred, off-centre.
-    side = int(height * rng.uniform(0.4, 0.6))
-    ink = Image.fromarray(digit).resize((side, side), Image.Resampling.BILINEAR)
-    ink = ink.filter(ImageFilter.GaussianBlur(radius=side / 150))
-    alpha = np.asarray(ink, dtype=np.float32) / 255.0
-    left = int((width - side) * rng.uniform(0.3, 0.7))
-    top = int((height - side) * rng.uniform(0.3, 0.7))
-    region = paper[top : top + side, left : left + side]
-    ink_level = rng.uniform(25, 60)
-    region[:] = region * (1 - alpha) + ink_level * alpha
-    gray = np.clip(paper, 0, 255).astype(np.uint8)
-    # Phones take colour pictures: a faint warm cast on all three channels.
-    rgb = np.stack([gray, (gray * 0.98).astype(np.uint8), (gray * 0.94).astype(np.uint8)], -1)
+    ramp = (np.cos(angle) * (xs / 63 - 0.5) + np.sin(angle) * (ys / 47 - 0.5)) + 0.5
+    corner = ((xs / 63 - 0.5) ** 2 + (ys / 47 - 0.5) ** 2) * 2
+    light = 1 - rng.uniform(0.1, 0.35) * ramp - rng.uniform(0.0, 0.2) * corner
+    light = Image.fromarray(light.astype(np.float32), "F")
+    light = np.asarray(light.resize((width, height), Image.Resampling.BILINEAR))
+    if light_ink:  # chalk on a dark board
+        surface, mark = rng.uniform(25, 70), rng.uniform(170, 235)
+    else:  # a pen on paper
+        surface, mark = rng.uniform(190, 240), rng.uniform(20, 90)
+    gray = (light * (surface + (mark - surface) * inked)).clip(0, 255).astype(np.uint8)
+    blur = ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0) * height / 480)
+    gray = np.asarray(Image.fromarray(gray).filter(blur), np.float32)
+    cast = (
+        rng.uniform([0.9, 0.9, 0.75], [1.0, 1.0, 1.0])
+        if rng.random() < 0.5
+        else (rng.uniform([0.8, 0.9, 0.9], [0.95, 1.0, 1.0]))
+    )
+    grain = rng.normal(0, rng.uniform(2, 7), (height, width)).astype(np.float32)
+    rgb = np.stack([(gray + grain) * c for c in cast], axis=-1)
+    image = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
     buffer = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buffer, format="JPEG", quality=85)
+    image.save(buffer, format="JPEG", quality=int(rng.integers(70, 96)))
     return buffer.getvalue()
 
 
