@@ -8,6 +8,8 @@ One module per stage, each with its compiled loops beside it:
     decode.py     open_image: header only (format whitelist, pixel limit)
                   decode: first frame -> shrink -> EXIF orientation -> alpha on white
                   -> grayscale in [0, 1]
+    region.py     large images: the ink found on a coarse view, the region around the
+                  digit cut out at the resolution it needs
     ink.py        polarity (background from the border), paper shading, contrast
                   stretch, noise floor -> bright ink on dark in [0, 1]
     placement.py  crop to the ink -> thicken hairlines -> fit into 20x20 -> place in
@@ -26,6 +28,7 @@ from contract import CHANNELS, IMAGE_SIZE
 from serving.preprocessing.decode import SUPPORTED_FORMATS, OpenedImage, decode, open_image
 from serving.preprocessing.ink import ink_map
 from serving.preprocessing.placement import place
+from serving.preprocessing.region import digit_region
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -40,7 +43,8 @@ __all__ = [
 
 def mnist_like(gray: np.ndarray, *, lossy: bool = False) -> np.ndarray:
     """Grayscale [0, 1] array of any size -> float32 [28, 28, 1]; NoInk if uniform."""
-    frame = place(ink_map(np.asarray(gray, dtype=np.float32), lossy=lossy))
+    region = digit_region(np.asarray(gray, dtype=np.float32), lossy=lossy)
+    frame = place(ink_map(region, lossy=lossy))
     return frame.reshape(IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
 
 
@@ -63,5 +67,7 @@ def warm_up() -> None:
     mnist_like(page)
     mnist_like(page * np.linspace(0.7, 1.0, 96, dtype=np.float32), lossy=True)  # shaded
     hairline = np.ones((400, 300), np.float32)
-    hairline[60:350, 150] = 0.0  # thickened
+    hairline[60:350, 150] = 0.0  # thickened (too faint for the coarse view)
+    mnist_like(hairline)
+    hairline[100:200, 20:40] = 0.0  # a large image: the region around the ink
     mnist_like(hairline)

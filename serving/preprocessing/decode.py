@@ -26,9 +26,13 @@ SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 # Formats whose compression leaves noise around strokes (WebP can be lossless; most
 # WebP uploads are not).
 LOSSY_FORMATS = frozenset({"JPEG", "WEBP"})
-# Larger images are box-averaged down to this longest side first: a digit 2% of the
-# image's width still spans the 20-pixel box, and a 40-megapixel photo costs little.
-MAX_WORKING_SIDE = 1600
+# Larger images are box-averaged down to this longest side first (JPEGs decoded small in
+# the DCT): a digit 2% of the image's width still spans the 20-pixel box, and a
+# 40-megapixel photo costs little.
+MAX_WORKING_SIDE = 1000
+# JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps their longer side
+# at least this long: a 1600x1200 photo at 800x600, not at full size and then shrunk.
+MIN_DRAFT_SIDE = 800
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,13 @@ def decode(opened: OpenedImage) -> np.ndarray:
     image = opened.image
     try:
         image.seek(0)  # the first frame of an animation or multi-page TIFF
-        if opened.format == "JPEG" and max(opened.width, opened.height) > MAX_WORKING_SIDE:
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: much faster for photos.
-            scale = MAX_WORKING_SIDE / max(opened.width, opened.height)
+        if opened.format == "JPEG":
+            # libjpeg decodes the luma alone (no chroma upsampling, no colour conversion)
+            # and, for photos, at 1/2, 1/4 or 1/8 scale in the DCT: the entropy decoding
+            # is then most of the cost (docs/benchmarks.md).
+            scale = MIN_DRAFT_SIDE / max(opened.width, opened.height)
             size = (math.ceil(opened.width * scale), math.ceil(opened.height * scale))
-            image.draft(image.mode, size)
+            image.draft("L", size if scale < 1 else None)
         image.load()
     except Image.DecompressionBombError as error:
         raise PayloadTooLarge("image has too many pixels") from error

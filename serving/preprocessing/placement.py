@@ -1,4 +1,4 @@
-"""Stage 3: ink map -> the digit cropped, thickened if a hairline, fitted into MNIST's
+"""Stage 4: ink map -> the digit cropped, thickened if a hairline, fitted into MNIST's
 20-pixel box and placed in the 28x28 frame by its centre of mass, as MNIST was made."""
 
 import numpy as np
@@ -8,7 +8,13 @@ from contract import DIGIT_BOX, IMAGE_SIZE
 from serving.errors import NoInk
 from serving.preprocessing import placement_kernels as kernels
 from serving.preprocessing.ink import NOISE_FLOOR
-from serving.preprocessing.kernels import bounding_box, square_extreme, stroke_width
+from serving.preprocessing.kernels import (
+    bounding_box,
+    digit_box,
+    pieces,
+    square_extreme,
+    stroke_width,
+)
 
 # MNIST digits have their centre of mass at pixel index 14.0 (row and column; measured
 # on the test set: 13.99, 14.01), not at the geometric centre 13.5.
@@ -30,6 +36,8 @@ def place(ink: np.ndarray) -> np.ndarray:
     top, bottom, left, right = bounding_box(ink, NOISE_FLOOR)
     if top < 0:
         raise NoInk("the image is uniform: no digit found")
+    # Specks away from the digit (grain, dust) do not widen its box.
+    top, bottom, left, right = digit_box(pieces(ink, NOISE_FLOOR)) or (top, bottom, left, right)
     top, bottom, left, right = kernels.grow_over_faint_edges(
         ink, top, bottom, left, right, FAINT_RIM_PIXELS
     )
@@ -74,6 +82,6 @@ def _thicken(ink: np.ndarray, box: int) -> np.ndarray:
     grow = (TARGET_STROKE_WIDTH_IN_BOX - width_in_box) * pixels_per_box_pixel
     size = 2 * max(1, round(grow / 2)) + 1  # odd filter size adding ~`grow` pixels
     padded = np.pad(ink, size)  # room for the strokes to grow at the edges
-    grown = square_extreme(padded, size, np.max)  # PIL's MaxFilter(size)
+    grown = square_extreme(padded, size, maximum=True)  # PIL's MaxFilter(size)
     top, bottom, left, right = bounding_box(grown, 0.0)
     return grown[top:bottom, left:right]

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from serving.preprocessing import ink_kernels, kernels, mnist_like, placement_kernels
+from serving.preprocessing import (
+    ink_kernels,
+    kernels,
+    mnist_like,
+    placement_kernels,
+)
 from tests.utils.environment import REPO_ROOT
 
 # A loop adds in another order than numpy's pairwise sums and divides where numpy may
@@ -134,14 +139,31 @@ def test_stroke_width_is_twice_the_area_over_the_perimeter():
         assert kernels.stroke_width(ink) == pytest.approx(expected)
 
 
+def test_pieces_are_scipys_8_connected_labels_with_their_boxes_and_ink():
+    from scipy import ndimage
+
+    for ink in _random_images([*SHAPES, (150, 200)], seed=3):
+        for floor in (0.5, 0.9):
+            labels, count = ndimage.label(ink > floor, structure=np.ones((3, 3)))
+            pieces = kernels.pieces(ink, floor)
+            assert len(pieces) == count
+            boxes = ndimage.find_objects(labels)
+            masses = ndimage.sum_labels(ink, labels, range(1, count + 1))
+            for row, box, mass in zip(pieces, boxes, masses, strict=True):
+                assert tuple(row[1:]) == (box[0].start, box[0].stop, box[1].start, box[1].stop)
+                assert row[0] == pytest.approx(mass, rel=1e-5)
+    assert kernels.pieces(np.zeros((5, 5), np.float32), 0.1).shape == (0, 5)
+
+
 @pytest.mark.parametrize("size", [3, 5, 9, 15])
 def test_the_square_extremes_are_pillows_max_and_min_filters(size):
     rng = np.random.default_rng(size)
     ink = rng.random((70, 50), dtype=np.float32) * (rng.random((70, 50)) > 0.97)
     padded = np.pad(ink, size)
-    for reduce, pillow_filter in ((np.max, ImageFilter.MaxFilter), (np.min, ImageFilter.MinFilter)):
+    padded[: size // 2] += rng.random((size // 2, padded.shape[1]), dtype=np.float32)  # edges
+    for maximum, pillow_filter in ((True, ImageFilter.MaxFilter), (False, ImageFilter.MinFilter)):
         pillow = Image.fromarray(padded, mode="F").filter(pillow_filter(size))
-        ours = kernels.square_extreme(padded, size, reduce)
+        ours = kernels.square_extreme(padded, size, maximum)
         assert ours.tobytes() == np.asarray(pillow, dtype=np.float32).tobytes()
 
 
