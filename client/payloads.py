@@ -1,9 +1,9 @@
 """Request bodies built from the committed MNIST sample: for the load test and the benchmarks.
 
 Everything is generated locally and deterministically (seeded), no network: 28x28 PNGs as
-MNIST stores them, photos of a digit on paper (anywhere in the frame, lit unevenly, blurred,
-grainy, JPEG), pre-encoded multipart and base64 JSON bodies, and malformed uploads the
-gateway must refuse.
+MNIST stores them, written numbers (digits side by side), photos of a digit on paper
+(anywhere in the frame, lit unevenly, blurred, grainy, JPEG), pre-encoded multipart and
+base64 JSON bodies, and malformed uploads the gateway must refuse.
 """
 
 import base64
@@ -94,6 +94,55 @@ def photo_jpeg(
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=int(rng.integers(70, 96)))
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Number:
+    """A written number: the image (uint8, dark ink on white) and each digit's box
+    (x, y, width, height) where its ink was put, left to right."""
+
+    image: np.ndarray
+    boxes: list[tuple[int, int, int, int]]
+
+
+def compose_number(
+    digits: list[np.ndarray],
+    *,
+    height: int = 84,
+    gaps: list[int] | None = None,
+    margin: int = 18,
+    baseline_jitter: int = 0,
+    rng: np.random.Generator | None = None,
+) -> Number:
+    """MNIST digits (bright on dark, 28x28) written side by side as a line of dark ink.
+
+    Each digit is scaled to `height` pixels for its 28-pixel frame, cropped to its ink and
+    put `gaps[i]` pixels after the previous one (negative: overlapping, so strokes touch);
+    `baseline_jitter` moves each one up or down by up to that many pixels (a wavy line).
+    Where digits overlap, the darker ink wins, as with a pen."""
+    gaps = gaps if gaps is not None else [height // 6] * (len(digits) - 1)
+    rng = rng or np.random.default_rng(0)
+    crops = []
+    for digit in digits:
+        scaled = np.asarray(
+            Image.fromarray(digit).resize((height, height), Image.Resampling.BICUBIC), np.uint8
+        )
+        rows = np.flatnonzero(scaled.max(axis=1) > 25)
+        columns = np.flatnonzero(scaled.max(axis=0) > 25)
+        crops.append(scaled[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1])
+    shifts = [int(rng.integers(-baseline_jitter, baseline_jitter + 1)) for _ in crops]
+    width = 2 * margin + sum(crop.shape[1] for crop in crops) + sum(gaps)
+    tall = 2 * margin + height + 2 * baseline_jitter
+    ink = np.zeros((tall, width), np.uint8)
+    boxes = []
+    left = margin
+    for index, (crop, shift) in enumerate(zip(crops, shifts, strict=True)):
+        top = margin + baseline_jitter + shift + (height - crop.shape[0]) // 2
+        window = ink[top : top + crop.shape[0], left : left + crop.shape[1]]
+        np.maximum(window, crop, out=window)
+        boxes.append((left, top, crop.shape[1], crop.shape[0]))
+        left += crop.shape[1] + (gaps[index] if index < len(gaps) else 0)
+    return Number(255 - ink, boxes)
 
 
 def multipart_body(files: list[tuple[str, bytes, str]], boundary: str | None = None) -> Body:

@@ -29,14 +29,17 @@ from serving.preprocessing.decode import SUPPORTED_FORMATS, OpenedImage, decode,
 from serving.preprocessing.ink import ink_map
 from serving.preprocessing.placement import place
 from serving.preprocessing.region import digit_region
+from serving.preprocessing.segments import Segment, read_segments
 
 __all__ = [
     "SUPPORTED_FORMATS",
     "OpenedImage",
+    "Segment",
     "decode",
     "mnist_like",
     "open_image",
     "preprocess",
+    "read_segments",
     "warm_up",
 ]
 

@@ -105,19 +105,20 @@ def square_extreme(pixels: np.ndarray, window: int, maximum: bool) -> np.ndarray
 
 
 @kernel
-def pieces(ink, floor):
-    """The 8-connected pieces of the pixels above floor, as rows of (ink mass, top,
-    bottom, left, right), bottom and right exclusive, in the order of their first pixel
+def labelled_pieces(ink, floor):
+    """The 8-connected pieces of the pixels above floor: a label image (0 for the
+    background, piece k labelled k) and rows of (ink mass, top, bottom, left, right),
+    bottom and right exclusive, piece k in row k - 1, in the order of their first pixel
     (row-major): what scipy.ndimage.label and find_objects give, with the mass summed."""
     height, width = ink.shape
     floor32 = F32(floor)
-    seen = np.zeros((height, width), np.bool_)
+    labels = np.zeros((height, width), np.int32)
     stack = np.empty((height * width, 2), np.int32)
     stats = np.empty((16, 5), np.float64)
     count = 0
     for y0 in range(height):
         for x0 in range(width):
-            if seen[y0, x0] or not ink[y0, x0] > floor32:
+            if labels[y0, x0] != 0 or not ink[y0, x0] > floor32:
                 continue
             if count == stats.shape[0]:
                 grown = np.empty((2 * count, 5), np.float64)
@@ -125,7 +126,7 @@ def pieces(ink, floor):
                 stats = grown
             mass = 0.0
             top, bottom, left, right = y0, y0, x0, x0
-            seen[y0, x0] = True
+            labels[y0, x0] = count + 1
             stack[0, 0], stack[0, 1] = y0, x0
             size = 1
             while size > 0:
@@ -136,15 +137,20 @@ def pieces(ink, floor):
                 left, right = min(left, x), max(right, x)
                 for ny in range(max(y - 1, 0), min(y + 2, height)):
                     for nx in range(max(x - 1, 0), min(x + 2, width)):
-                        if not seen[ny, nx] and ink[ny, nx] > floor32:
-                            seen[ny, nx] = True
+                        if labels[ny, nx] == 0 and ink[ny, nx] > floor32:
+                            labels[ny, nx] = count + 1
                             stack[size, 0], stack[size, 1] = ny, nx
                             size += 1
             stats[count, 0] = mass
             stats[count, 1], stats[count, 2] = top, bottom + 1
             stats[count, 3], stats[count, 4] = left, right + 1
             count += 1
-    return stats[:count].copy()
+    return labels, stats[:count].copy()
+
+
+def pieces(ink: np.ndarray, floor: float) -> np.ndarray:
+    """The rows of labelled_pieces alone."""
+    return labelled_pieces(ink, floor)[1]
 
 
 def digit_box(pieces: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -145,7 +145,9 @@ def test_pieces_are_scipys_8_connected_labels_with_their_boxes_and_ink():
     for ink in _random_images([*SHAPES, (150, 200)], seed=3):
         for floor in (0.5, 0.9):
             labels, count = ndimage.label(ink > floor, structure=np.ones((3, 3)))
-            pieces = kernels.pieces(ink, floor)
+            ours, pieces = kernels.labelled_pieces(ink, floor)
+            np.testing.assert_array_equal(ours, labels)
+            np.testing.assert_array_equal(kernels.pieces(ink, floor), pieces)
             assert len(pieces) == count
             boxes = ndimage.find_objects(labels)
             masses = ndimage.sum_labels(ink, labels, range(1, count + 1))
