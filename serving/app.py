@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import preprocessing
-from serving.api.routes import health, metrics, models, page, predict
+from serving.api.routes import health, metrics, models, page, predict, read
 from serving.backends import Backend, create_backend
 from serving.errors import GatewayError
 from serving.heap import freeze_long_lived_objects
@@ -60,7 +60,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     app.state.backend = backend
     app.state.metrics = gateway_metrics
 
-    for module in (predict, models, health, metrics, page):
+    for module in (predict, read, models, health, metrics, page):
         app.include_router(module.router)
 
     app.add_exception_handler(GatewayError, _gateway_error)

@@ -56,6 +56,14 @@ class NoInk(GatewayError):
     code = "no_ink"
 
 
+class TooManySegments(GatewayError):
+    """An image sent to POST /v1/read holds more separate marks than one reading may have
+    (GATEWAY_MAX_DIGITS_PER_IMAGE)."""
+
+    status_code = 422
+    code = "too_many_segments"
+
+
 class ModelNotFound(GatewayError):
     """The requested model, version or label is not served."""
 

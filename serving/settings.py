@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=IMAGE_SIZE * IMAGE_SIZE)
     max_files_per_request: int = Field(64, ge=1, le=1024)
+    # POST /v1/read: most segments one image may hold (a page of text is refused cheaply).
+    max_digits_per_image: int = Field(32, ge=1, le=1024)
 
     # Dynamic batching of concurrent requests into one model call.
     batching_enabled: bool = True

@@ -1,7 +1,7 @@
 """Response bodies of the HTTP API (also what /docs shows)."""
 
 import inspect
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -37,11 +37,12 @@ class ModelRef(BaseModel):
     version: str = Field(examples=["3"])
 
 
-class Prediction(BaseModel):
-    filename: str | None = Field(examples=["seven.png"])
-    digit: int = Field(ge=0, le=NUM_CLASSES - 1, examples=[7])
-    confidence: float = Field(ge=0, le=1, examples=[0.9987])
-    is_digit: bool = Field(
+# The fields of one digit's answer, shared by a prediction and each digit of a reading.
+DigitField = Annotated[int, Field(ge=0, le=NUM_CLASSES - 1, examples=[7])]
+ConfidenceField = Annotated[float, Field(ge=0, le=1, examples=[0.9987])]
+IsDigitField = Annotated[
+    bool,
+    Field(
         description=(
             "whether the image holds a digit at all: `digit_score` at least the threshold "
             "in force (`digit_threshold` of GET /v1/models); always true for a model version "
@@ -49,8 +50,11 @@ class Prediction(BaseModel):
             "image that is none: show it as not a digit"
         ),
         examples=[True],
-    )
-    digit_score: float | None = Field(
+    ),
+]
+DigitScoreField = Annotated[
+    float | None,
+    Field(
         ge=0,
         le=1,
         description=(
@@ -58,17 +62,82 @@ class Prediction(BaseModel):
             "model version exported before digit_score existed (then `is_digit` is true)"
         ),
         examples=[0.9993],
-    )
-    probabilities: list[float] = Field(
+    ),
+]
+ProbabilitiesField = Annotated[
+    list[float],
+    Field(
         min_length=NUM_CLASSES,
         max_length=NUM_CLASSES,
         examples=[[0.0, 0.0, 0.0001, 0.0, 0.0, 0.0, 0.0, 0.9987, 0.0, 0.0012]],
-    )
+    ),
+]
+
+
+class Prediction(BaseModel):
+    filename: str | None = Field(examples=["seven.png"])
+    digit: DigitField
+    confidence: ConfidenceField
+    is_digit: IsDigitField
+    digit_score: DigitScoreField
+    probabilities: ProbabilitiesField
 
 
 class PredictResponse(BaseModel):
     model: ModelRef
     predictions: list[Prediction]
+
+
+class Box(BaseModel):
+    """A segment's box in the uploaded image's pixels (after EXIF orientation)."""
+
+    x: int = Field(ge=0, examples=[12])
+    y: int = Field(ge=0, examples=[9])
+    width: int = Field(ge=1, examples=[58])
+    height: int = Field(ge=1, examples=[84])
+
+
+class SegmentReading(BaseModel):
+    digit: DigitField
+    confidence: ConfidenceField
+    is_digit: Annotated[
+        bool,
+        Field(
+            description=(
+                "whether the segment is read as a digit: its `digit_score` at least the "
+                "threshold in force, and not a mark much shorter than the line (a '-', "
+                "a '.'). Segments that are not are left out of `text`"
+            ),
+            examples=[True],
+        ),
+    ]
+    digit_score: DigitScoreField
+    probabilities: ProbabilitiesField
+    box: Box
+
+
+class Reading(BaseModel):
+    filename: str | None = Field(examples=["year.png"])
+    text: str = Field(
+        description="the digits read, left to right; empty where no segment is a digit",
+        examples=["2024"],
+    )
+    confidence: float = Field(
+        ge=0,
+        le=1,
+        description=(
+            "the probability that every digit of `text` is read right: the product of their "
+            "calibrated confidences, taken as independent. It says nothing of segments read "
+            "as no digit; 0 when `text` is empty"
+        ),
+        examples=[0.9962],
+    )
+    digits: list[SegmentReading] = Field(description="every segment, left to right")
+
+
+class ReadResponse(BaseModel):
+    model: ModelRef
+    readings: list[Reading]
 
 
 class InputContract(BaseModel):
@@ -116,6 +185,9 @@ class RequestLimits(BaseModel):
     max_files_per_request: int = Field(examples=[64])
     max_request_bytes: int = Field(examples=[10485760])
     max_image_pixels: int = Field(examples=[40000000])
+    max_digits_per_image: int = Field(
+        description="most segments one image of POST /v1/read may hold", examples=[32]
+    )
 
 
 class ModelsResponse(BaseModel):

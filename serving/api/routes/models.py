@@ -70,5 +70,6 @@ async def models(backend: BackendDep, settings: SettingsDep) -> ModelsResponse:
             max_files_per_request=settings.max_files_per_request,
             max_request_bytes=settings.max_request_bytes,
             max_image_pixels=settings.max_image_pixels,
+            max_digits_per_image=settings.max_digits_per_image,
         ),
     )

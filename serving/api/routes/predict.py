@@ -57,7 +57,7 @@ router = APIRouter(tags=["predict"], route_class=SolvedOnlyWithAQuery)
 
 PROBABILITY_DECIMALS = 6
 
-_REQUEST_BODY = {
+REQUEST_BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {
@@ -120,7 +120,7 @@ ERRORS = (
     ),
     # The body is read by serving.api.uploads (multipart or JSON), not declared as
     # File/Form parameters: its schema is documented here.
-    openapi_extra={"requestBody": _REQUEST_BODY},
+    openapi_extra={"requestBody": REQUEST_BODY},
     responses=error_responses(*ERRORS),
     response_model=PredictResponse,
 )
@@ -144,7 +144,7 @@ async def predict(
     )
     opened = []
     for index, upload in enumerate(uploads, start=1):
-        with _named(index, upload):
+        with named(index, upload):
             opened.append(open_image(upload.data, max_pixels=settings.max_image_pixels))
     pixels = sum(image.pixels for image in opened)
     if InlineBudget(settings.inline_budget_ms).preprocess(len(opened), pixels):
@@ -160,7 +160,7 @@ async def predict(
 
 
 @contextmanager
-def _named(index: int, upload: Upload) -> Iterator[None]:
+def named(index: int, upload: Upload) -> Iterator[None]:
     """Name the image in its error: in a batch of 20, "truncated PNG" alone does not help."""
     try:
         yield
@@ -176,7 +176,7 @@ def prepare_images(
     """Decode and preprocess every opened upload into one float32 [n, 28, 28, 1] batch."""
     batch = []
     for index, (upload, image) in enumerate(zip(uploads, opened, strict=True), start=1):
-        with _named(index, upload):
+        with named(index, upload):
             with metrics.time_stage("decode"):
                 gray = decode(image)
             with metrics.time_stage("preprocess"):
@@ -191,27 +191,41 @@ def postprocess(
     digit_threshold: float,
     metrics: GatewayMetrics,
 ) -> PredictResponse:
+    predictions = [
+        Prediction(filename=upload.filename, **answer)
+        for upload, answer in zip(uploads, answers(result, digit_threshold, metrics), strict=True)
+    ]
+    model = ModelRef(name=model_name, version=result.model_version)
+    return PredictResponse(model=model, predictions=predictions)
+
+
+def answers(result: BatchPrediction, digit_threshold: float, metrics: GatewayMetrics) -> list[dict]:
+    """Each row of a backend's answer as the fields of a prediction (digit, confidence,
+    is_digit, digit_score, probabilities), counted in the metrics."""
     version = result.model_version
     scores = result.digit_scores
     # A version without digit_score (exported before it) counts every image as a digit.
-    judged = [True] * len(uploads) if scores is None else (scores >= digit_threshold).tolist()
+    judged = (
+        [True] * len(result.probabilities)
+        if scores is None
+        else (scores >= digit_threshold).tolist()
+    )
     confidence_of = metrics.child(metrics.confidence, version)
-    predictions = []
-    for index, (upload, row) in enumerate(zip(uploads, result.probabilities, strict=True)):
+    rows = []
+    for index, row in enumerate(result.probabilities):
         digit = int(np.argmax(row))
         confidence = float(row[digit])
         is_digit = judged[index]
-        predictions.append(
-            Prediction(
-                filename=upload.filename,
-                digit=digit,
-                confidence=round(confidence, PROBABILITY_DECIMALS),
-                is_digit=is_digit,
-                digit_score=(
+        rows.append(
+            {
+                "digit": digit,
+                "confidence": round(confidence, PROBABILITY_DECIMALS),
+                "is_digit": is_digit,
+                "digit_score": (
                     None if scores is None else round(float(scores[index]), PROBABILITY_DECIMALS)
                 ),
-                probabilities=[round(float(p), PROBABILITY_DECIMALS) for p in row],
-            )
+                "probabilities": [round(float(p), PROBABILITY_DECIMALS) for p in row],
+            }
         )
         metrics.child(metrics.predictions, str(digit), version).inc()
         confidence_of.observe(confidence)
@@ -219,5 +233,4 @@ def postprocess(
             metrics.child(metrics.not_a_digit, version).inc()
     if version.isdigit():
         metrics.model_version.set(int(version))
-    model = ModelRef(name=model_name, version=version)
-    return PredictResponse(model=model, predictions=predictions)
+    return rows
