@@ -1,8 +1,10 @@
-"""A small Python client for the gateway's `POST /v1/predict`.
+"""A small Python client for the gateway's `POST /v1/predict` and `POST /v1/read`.
 
     from client import Client
     for p in Client("http://127.0.0.1:8000").predict(["seven.png", "digits/"]):
         print(p.filename, p.digit if p.is_digit else "not a digit", p.confidence)
+    for r in Client("http://127.0.0.1:8000").read(["year.jpg"]):
+        print(r.filename, r.text, r.confidence)
 
 Many images go in few requests: inputs are sent in chunks within the server's limits
 (files and bytes per request, asked once from `GET /v1/models`), a few chunks in flight
@@ -55,6 +57,28 @@ class Prediction:
     digit_score: float | None = None
 
 
+@dataclass(frozen=True)
+class ReadDigit:
+    """One segment of a reading, left to right."""
+
+    digit: int  # the likeliest digit; not read when is_digit is false
+    confidence: float
+    is_digit: bool
+    digit_score: float | None
+    probabilities: tuple[float, ...]
+    box: tuple[int, int, int, int]  # x, y, width, height in the image's pixels
+
+
+@dataclass(frozen=True)
+class Reading:
+    filename: str
+    text: str  # the segments read as digits, left to right
+    confidence: float  # that every digit of `text` is right
+    digits: tuple[ReadDigit, ...]
+    model_name: str
+    model_version: str
+
+
 class ClientError(Exception):
     """Base of everything `Client` raises; `filename` names the input when one is to blame."""
 
@@ -97,6 +121,7 @@ class Failure:
 
 
 Result = Prediction | Failure
+ReadResult = Reading | Failure
 
 
 @dataclass(frozen=True)
@@ -217,12 +242,36 @@ class Client:
 
         `ServerUnavailable` is raised, not collected: without a server nothing else can succeed.
         """
+        yield from self._ask_all(_PREDICT, sources, on_progress)
+
+    def read(self, inputs: Iterable[str | Path]) -> list[Reading]:
+        """Readings of numbers in files and directories (`-` = stdin), in input order.
+
+        Raises the first `ClientError` met; `read_all` collects failures instead.
+        """
+        readings = []
+        for result in self.read_all(collect_sources(inputs)):
+            if isinstance(result, Failure):
+                raise result.error
+            readings.append(result)
+        return readings
+
+    def read_all(
+        self,
+        sources: list[ImageSource],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Iterator[ReadResult]:
+        """As predict_all, through `POST /v1/read`: one Reading or Failure per source."""
+        yield from self._ask_all(_READ, sources, on_progress)
+
+    def _ask_all(self, endpoint: "_Endpoint", sources, on_progress) -> Iterator:
         if not sources:
             return
         chunks = list(self._chunks(sources))
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks)))
         try:
-            for results in pool.map(self._predict_chunk, chunks):
+            for results in pool.map(lambda chunk: self._ask_chunk(endpoint, chunk), chunks):
                 yield from results
                 if on_progress is not None:
                     on_progress(len(results))
@@ -263,8 +312,8 @@ class Client:
         for start in range(0, len(sources), size):
             yield sources[start : start + size]
 
-    def _predict_chunk(self, chunk: list[ImageSource]) -> list[Result]:
-        results: dict[int, Result] = {}
+    def _ask_chunk(self, endpoint: "_Endpoint", chunk: list[ImageSource]) -> list:
+        results: dict[int, Result | ReadResult] = {}
         readable: list[tuple[int, ImageSource, bytes]] = []
         for index, source in enumerate(chunk):
             try:
@@ -272,13 +321,15 @@ class Client:
             except UnreadableFile as exc:
                 results[index] = Failure(source.name, exc)
         for group in _split_by_bytes(readable, self.max_chunk_bytes):
-            results.update(self._predict_group(group))
+            results.update(self._ask_group(endpoint, group))
         return [results[index] for index in range(len(chunk))]
 
-    def _predict_group(self, group: list[tuple[int, ImageSource, bytes]]) -> dict[int, Result]:
+    def _ask_group(
+        self, endpoint: "_Endpoint", group: list[tuple[int, ImageSource, bytes]]
+    ) -> dict[int, Result | ReadResult]:
         files = [("file", (source.upload_name, data)) for _, source, data in group]
         try:
-            response = self._send("POST", "/v1/predict", files=files)
+            response = self._send("POST", endpoint.path, files=files)
         except RequestRejected as exc:
             if len(group) == 1:
                 index, source, _ = group[0]
@@ -286,25 +337,19 @@ class Client:
                 return {index: Failure(source.name, exc)}
             # Which image is to blame? Split until it stands alone; the rest still get answers.
             middle = len(group) // 2
-            return self._predict_group(group[:middle]) | self._predict_group(group[middle:])
+            return self._ask_group(endpoint, group[:middle]) | self._ask_group(
+                endpoint, group[middle:]
+            )
         body = response.json()
         model = body.get("model", {})
-        entries = body.get("predictions", [])
+        entries = body.get(endpoint.key, [])
         if len(entries) != len(group):
             raise ServerUnavailable(
-                f"server answered {len(entries)} predictions for {len(group)} images"
+                f"server answered {len(entries)} {endpoint.key} for {len(group)} images"
             )
+        name, version = str(model.get("name", "")), str(model.get("version", ""))
         return {
-            index: Prediction(
-                filename=source.name,
-                digit=int(entry["digit"]),
-                confidence=float(entry["confidence"]),
-                probabilities=tuple(float(p) for p in entry["probabilities"]),
-                model_name=str(model.get("name", "")),
-                model_version=str(model.get("version", "")),
-                is_digit=bool(entry.get("is_digit", True)),
-                digit_score=_optional_float(entry.get("digit_score")),
-            )
+            index: endpoint.parse(source.name, entry, name, version)
             for (index, source, _), entry in zip(group, entries, strict=True)
         }
 
@@ -336,6 +381,52 @@ class Client:
             logger.info("retrying %s %s in %.1fs: %s", method, path, delay, problem)
             time.sleep(delay)
             attempt += 1
+
+
+def _prediction(filename: str, entry: dict, model_name: str, model_version: str) -> Prediction:
+    return Prediction(
+        filename=filename,
+        digit=int(entry["digit"]),
+        confidence=float(entry["confidence"]),
+        probabilities=tuple(float(p) for p in entry["probabilities"]),
+        model_name=model_name,
+        model_version=model_version,
+        is_digit=bool(entry.get("is_digit", True)),
+        digit_score=_optional_float(entry.get("digit_score")),
+    )
+
+
+def _reading(filename: str, entry: dict, model_name: str, model_version: str) -> Reading:
+    digits = tuple(
+        ReadDigit(
+            digit=int(digit["digit"]),
+            confidence=float(digit["confidence"]),
+            is_digit=bool(digit["is_digit"]),
+            digit_score=_optional_float(digit.get("digit_score")),
+            probabilities=tuple(float(p) for p in digit["probabilities"]),
+            box=tuple(int(digit["box"][key]) for key in ("x", "y", "width", "height")),
+        )
+        for digit in entry["digits"]
+    )
+    return Reading(
+        filename=filename,
+        text=str(entry["text"]),
+        confidence=float(entry["confidence"]),
+        digits=digits,
+        model_name=model_name,
+        model_version=model_version,
+    )
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    path: str
+    key: str  # the list in the answer, one entry per image
+    parse: Callable[[str, dict, str, str], Prediction | Reading]
+
+
+_PREDICT = _Endpoint("/v1/predict", "predictions", _prediction)
+_READ = _Endpoint("/v1/read", "readings", _reading)
 
 
 def _optional_float(value: object) -> float | None:

@@ -1,7 +1,8 @@
-"""`mnist-client predict IMAGE...`: digits for image files, directories or stdin.
+"""`mnist-client predict IMAGE...`: digits for image files, directories or stdin;
+`mnist-client read IMAGE...`: the numbers written in them (one line of digits each).
 
 Exit codes (also in the README):
-  0  every image got a prediction
+  0  every image got a prediction (a reading)
   1  unexpected error (a bug: please report it)
   2  usage error (bad arguments)
   3  at least one input could not be read (missing file, permission, empty directory)
@@ -24,6 +25,8 @@ from client.api import (
     Client,
     Failure,
     Prediction,
+    Reading,
+    ReadResult,
     RequestRejected,
     Result,
     ServerUnavailable,
@@ -56,34 +59,46 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict the digit in each image. IMAGE is a file, a directory "
         "(its image files, sorted) or - for standard input.",
     )
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
-    predict.add_argument("--json", action="store_true", help="one JSON object per image per line")
-    predict.add_argument(
+    read = commands.add_parser(
+        "read",
+        help="read the number written in each image",
+        description="Read the number in each image (one line of digits: a year, a house "
+        "number, an amount), digits left to right. IMAGE is a file, a directory (its image "
+        "files, sorted) or - for standard input.",
+    )
+    for command in (predict, read):
+        _add_common_arguments(command)
+    return parser
+
+
+def _add_common_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("images", nargs="+", metavar="IMAGE")
+    command.add_argument("--url", default=DEFAULT_URL, help=f"gateway URL (default {DEFAULT_URL})")
+    command.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    command.add_argument(
         "-r", "--recursive", action="store_true", help="include images in subdirectories"
     )
-    predict.add_argument(
+    command.add_argument(
         "--timeout", type=_positive_float, default=30.0, help="seconds per request (default 30)"
     )
-    predict.add_argument(
+    command.add_argument(
         "--retries",
         type=_non_negative_int,
         default=3,
         help="retries on 503/502/504 and connection errors (default 3)",
     )
-    predict.add_argument(
+    command.add_argument(
         "--batch-size",
         type=_positive_int,
         default=None,
         help="images per request (default: the server's limit)",
     )
-    predict.add_argument(
+    command.add_argument(
         "--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)"
     )
-    predict.add_argument(
+    command.add_argument(
         "--no-progress", action="store_true", help="no progress bar, even on a terminal"
     )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.url.startswith(("http://", "https://")):
         parser.error(f"--url must start with http:// or https://, got {args.url!r}")
     try:
-        return _predict(args)
+        return _run(args)
     except KeyboardInterrupt:
         return 130
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     sources = collect_sources(args.images, recursive=args.recursive)
     out = sys.stdout
     exit_code = EXIT_OK
@@ -114,9 +129,8 @@ def _predict(args: argparse.Namespace) -> int:
         ) as client:
             progress = _Progress(len(sources)) if _wants_progress(args, sources) else None
             try:
-                for result in client.predict_all(
-                    sources, on_progress=progress.advance if progress else None
-                ):
+                ask = client.read_all if args.command == "read" else client.predict_all
+                for result in ask(sources, on_progress=progress.advance if progress else None):
                     if progress:
                         progress.clear()
                     _print_result(result, out, as_json=args.json)
@@ -137,8 +151,8 @@ def _wants_progress(args: argparse.Namespace, sources: list) -> bool:
     return not args.no_progress and sys.stderr.isatty() and len(sources) > 1
 
 
-def _exit_code_for(result: Result) -> int:
-    if isinstance(result, Prediction):
+def _exit_code_for(result: Result | ReadResult) -> int:
+    if isinstance(result, Prediction | Reading):
         return EXIT_OK
     if isinstance(result.error, UnreadableFile):
         return EXIT_UNREADABLE
@@ -147,9 +161,11 @@ def _exit_code_for(result: Result) -> int:
     return EXIT_UNEXPECTED
 
 
-def _print_result(result: Result, out: TextIO, *, as_json: bool) -> None:
+def _print_result(result: Result | ReadResult, out: TextIO, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(_as_dict(result)), file=out, flush=True)
+    elif isinstance(result, Reading):
+        print(f"{result.filename}  {_describe_reading(result)}", file=out, flush=True)
     elif isinstance(result, Prediction) and not result.is_digit:
         # The likeliest digit of an image that holds none is no answer: not shown.
         score = "" if result.digit_score is None else f" (score {result.digit_score:.2f})"
@@ -165,7 +181,34 @@ def _print_result(result: Result, out: TextIO, *, as_json: bool) -> None:
         _error(_describe_failure(result))
 
 
-def _as_dict(result: Result) -> dict:
+def _describe_reading(reading: Reading) -> str:
+    """`2024  98.7%`, with the segments that are no digit counted after it."""
+    text = f"{reading.text}  {reading.confidence:6.1%}" if reading.text else "no digits read"
+    others = sum(not digit.is_digit for digit in reading.digits)
+    if others:
+        text += f"  ({others} {'mark' if others == 1 else 'marks'} not a digit)"
+    return text
+
+
+def _as_dict(result: Result | ReadResult) -> dict:
+    if isinstance(result, Reading):
+        return {
+            "filename": result.filename,
+            "text": result.text,
+            "confidence": result.confidence,
+            "digits": [
+                {
+                    "digit": digit.digit,
+                    "confidence": digit.confidence,
+                    "is_digit": digit.is_digit,
+                    "digit_score": digit.digit_score,
+                    "probabilities": list(digit.probabilities),
+                    "box": dict(zip(("x", "y", "width", "height"), digit.box, strict=True)),
+                }
+                for digit in result.digits
+            ],
+            "model": {"name": result.model_name, "version": result.model_version},
+        }
     if isinstance(result, Prediction):
         return {
             "filename": result.filename,

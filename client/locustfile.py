@@ -3,9 +3,10 @@
     locust -f client/locustfile.py --headless -u 32 -r 8 -t 30s --host http://127.0.0.1:8000
 
 Each simulated user picks, by weight: one 28x28 MNIST PNG; a phone-sized JPEG photo of a
-digit (dark ink on shaded, noisy paper); a batch of 8 PNGs; a base64 JSON request; or, a
-small share of the time, a malformed upload. Well-formed requests succeed only with a 200
-that holds one prediction per image; bad uploads (named "bad upload: ...") succeed only
+digit (dark ink on shaded, noisy paper); a batch of 8 PNGs; a base64 JSON request; a
+written number of 2-6 digits to POST /v1/read; or, a small share of the time, a malformed
+upload. Well-formed requests succeed only with a 200 that holds one prediction (reading)
+per image, a reading one segment or more; bad uploads (named "bad upload: ...") succeed only
 with a 4xx — a 2xx or a 5xx for them is a failure. Bodies are generated from the committed
 MNIST sample when the test starts (no network) and pre-encoded, so the load generator
 spends its CPU on sending.
@@ -28,6 +29,7 @@ from client.payloads import (
     Body,
     bad_uploads,
     base64_json_body,
+    compose_number,
     load_digits,
     multipart_body,
     photo_jpeg,
@@ -35,6 +37,7 @@ from client.payloads import (
 )
 
 PREDICT_PATH = "/v1/predict"
+READ_PATH = "/v1/read"
 PHOTO_SIZE = (1280, 960)
 
 
@@ -44,6 +47,7 @@ class Payloads:
     photos: list[Body]
     batches_of_8: list[Body]
     base64_requests: list[Body]
+    numbers: list[Body]
     bad: list[Body]
 
 
@@ -64,8 +68,19 @@ def build_payloads(sample_path: Path, seed: int = 0) -> Payloads:
             for i in range(0, 64, 8)
         ],
         base64_requests=[base64_json_body(pngs[i : i + 1 + i % 2]) for i in range(32)],
+        numbers=[
+            multipart_body([(f"number{i}.png", _number_png(digits, rng), "image/png")])
+            for i in range(16)
+        ],
         bad=bad_uploads(pngs[0], photos[0]),
     )
+
+
+def _number_png(digits: np.ndarray, rng: np.random.Generator) -> bytes:
+    chosen = digits[rng.integers(0, len(digits), int(rng.integers(2, 7)))]
+    gaps = [int(gap) for gap in rng.integers(4, 30, len(chosen) - 1)]
+    number = compose_number(list(chosen), height=int(rng.integers(40, 100)), gaps=gaps, rng=rng)
+    return png_bytes(number.image)
 
 
 @events.init_command_line_parser.add_listener
@@ -92,21 +107,22 @@ class GatewayUser(FastHttpUser):
     def payloads(self) -> Payloads:
         return self.environment.mnist_payloads
 
-    def _predict(self, name: str, body: Body) -> None:
+    def _predict(self, name: str, body: Body, path: str = PREDICT_PATH) -> None:
         with self.client.post(
-            PREDICT_PATH,
+            path,
             data=body.data,
             headers={"Content-Type": body.content_type},
             name=name,
             catch_response=True,
         ) as response:
-            problem = _check_prediction(response.status_code, response.text, body.images)
+            check = _check_reading if path == READ_PATH else _check_prediction
+            problem = check(response.status_code, response.text, body.images)
             if problem:
                 response.failure(problem)
             else:
                 response.success()
 
-    @task(50)
+    @task(45)
     def single_png(self) -> None:
         self._predict("png 28x28", random.choice(self.payloads.single_pngs))
 
@@ -121,6 +137,10 @@ class GatewayUser(FastHttpUser):
     @task(15)
     def base64_json(self) -> None:
         self._predict("base64 json", random.choice(self.payloads.base64_requests))
+
+    @task(10)
+    def read_number(self) -> None:
+        self._predict("read number", random.choice(self.payloads.numbers), READ_PATH)
 
     @task(5)
     def bad_upload(self) -> None:
@@ -154,4 +174,21 @@ def _check_prediction(status: int, text: str | None, images: int) -> str | None:
             or len(prediction.get("probabilities", ())) != 10
         ):
             return f"malformed prediction {prediction}"
+    return None
+
+
+def _check_reading(status: int, text: str | None, images: int) -> str | None:
+    """Why a read request's answer is wrong, or None when it is right."""
+    if status != 200:
+        return f"status {status}: {(text or '')[:200]}"
+    try:
+        readings = json.loads(text or "")["readings"]
+    except (ValueError, KeyError, TypeError):
+        return "200 without a readings list"
+    if len(readings) != images:
+        return f"{len(readings)} readings for {images} images"
+    for reading in readings:
+        digits = reading.get("digits") or []
+        if not digits or not isinstance(reading.get("text"), str):
+            return f"malformed reading {reading}"
     return None

@@ -6,7 +6,13 @@ import sys
 
 from client.payloads import BAD_UPLOAD_PREFIX
 
-WELL_FORMED = ("png 28x28", "jpeg photo 1280x960", "batch of 8 png", "base64 json")
+WELL_FORMED = (
+    "png 28x28",
+    "jpeg photo 1280x960",
+    "batch of 8 png",
+    "base64 json",
+    "read number",
+)
 RUN_SECONDS = 15
 
 
