@@ -13,10 +13,12 @@ map (background, polarity, shading and noise floor decided once for the image), 
    above or below another piece belongs to it;
 3. touching digits split: a segment wider than SPLIT_ASPECT times the line's height holds
    round(width / digit width) digits (the median width of the line's single digits, else
-   DIGIT_ASPECT of its height), cut at the columns of least ink near the even cuts. Column sums are cheap, need no model and work the same behind every
-   backend; cuts scored by the model would cost a backend call per candidate. What it
-   cannot separate (digits overlapping, not touching, in the same columns) stays one
-   segment, which the model then reads as a digit or not;
+   DIGIT_ASPECT of its height), cut at the columns of least ink near the even cuts.
+   Column sums are cheap, need no model and work the same behind every backend; cuts
+   scored by the model would cost a backend call per candidate. Where round digits touch
+   side by side (00, 08) the column through the touch holds the most ink, not the least:
+   the cut then misses it (docs/reading.md measures how often). What cannot be
+   separated stays one segment, which the model then reads as a digit or not;
 4. each segment's own ink (its pixels only, not a neighbour's reaching into its box) is
    placed in the 28x28 frame by placement.place, exactly as a single digit is;
 5. marks much shorter than the line ('-', '.', ','): MARK_HEIGHT of the line's height or
