@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
@@ -38,7 +39,13 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 from bench.batching import compare_policies  # noqa: E402
 from bench.loadgen import LoadResult, run_wrk, write_script  # noqa: E402
 from bench.model import build_bench_model  # noqa: E402
-from client.payloads import load_digits, multipart_body, photo_jpeg, png_bytes  # noqa: E402
+from client.payloads import (  # noqa: E402
+    compose_number,
+    load_digits,
+    multipart_body,
+    photo_jpeg,
+    png_bytes,
+)
 
 CONCURRENCY = (1, 8, 32, 64)
 STARTED_MARKER = "Application startup complete"
@@ -126,7 +133,8 @@ def plan() -> list[ServerSpec]:
 
 
 def write_payloads(workdir: Path) -> dict[str | None, Path]:
-    """Lua scripts per payload: one 28x28 PNG, one photo JPEG of each size, a batch of 8 PNGs."""
+    """Lua scripts per payload: one 28x28 PNG, one photo JPEG of each size, a batch of 8
+    PNGs, a 4-digit number as a 400x120 PNG (for POST /v1/read)."""
     digits, _ = load_digits(count=8)
     pngs = [png_bytes(digit) for digit in digits]
     photos = {
@@ -139,6 +147,7 @@ def write_payloads(workdir: Path) -> dict[str | None, Path]:
             key: multipart_body([("photo.jpg", data, "image/jpeg")]) for key, data in photos.items()
         },
         "batch8": multipart_body([(f"d{i}.png", png, "image/png") for i, png in enumerate(pngs)]),
+        "number": multipart_body([("number.png", _number_png(digits[:4]), "image/png")]),
     }
     scripts: dict[str | None, Path] = {None: write_script(workdir / "get.lua", None, None)}
     for name, body in bodies.items():
@@ -146,6 +155,13 @@ def write_payloads(workdir: Path) -> dict[str | None, Path]:
         body_file.write_bytes(body.data)
         scripts[name] = write_script(workdir / f"{name}.lua", body_file, body.content_type)
     return scripts
+
+
+def _number_png(digits: np.ndarray) -> bytes:
+    """Four digits written side by side, resized to the 400x120 PNG the read target names."""
+    number = compose_number(list(digits))
+    image = Image.fromarray(number.image).resize(NUMBER_SIZE, Image.Resampling.LANCZOS)
+    return png_bytes(np.asarray(image))
 
 
 def free_port() -> int:
@@ -301,6 +317,8 @@ def measure_targets_in_turns(
 PHOTO_SIZES = {"jpeg": (640, 480), "jpeg1600": (1600, 1200), "jpeg4000": (4000, 3000)}
 PHOTO_FRACTION = (0.1, 0.25)
 PHOTO_ROUNDS = 3
+NUMBER_SIZE = (400, 120)
+READ_TARGET = 0.5  # /v1/read of the number at >= this share of predict's req/s (2w, c=32)
 
 
 def measure_photos_in_turns(
@@ -313,7 +331,8 @@ def measure_photos_in_turns(
 ) -> dict[tuple[int, int, str], list[LoadResult]]:
     """{(workers, concurrency, payload): one result a round}: the photos in turns with the
     28x28 PNG on the same gateway, 1 worker at c=1, then 2 workers at c=32."""
-    cells = [(1, 1, key) for key in ("png", *PHOTO_SIZES)] + [(2, 32, "png"), (2, 32, "jpeg")]
+    cells = [(1, 1, key) for key in ("png", *PHOTO_SIZES)]
+    cells += [(2, 32, "png"), (2, 32, "jpeg"), (2, 32, "number")]
     results: dict[tuple[int, int, str], list[LoadResult]] = {cell: [] for cell in cells}
     for workers in (1, 2):
         spec = ServerSpec(f"gateway, {workers}w, photos in turns", "gateway", workers, ())
@@ -321,12 +340,12 @@ def measure_photos_in_turns(
             mine = [cell for cell in cells if cell[0] == workers]
             for _, _, payload in mine:
                 with contextlib.suppress(subprocess.SubprocessError, StopIteration):
-                    run_wrk(url + "/v1/predict", scripts[payload], concurrency=4, seconds=WARMUP_S)
+                    run_wrk(url + _path(payload), scripts[payload], concurrency=4, seconds=WARMUP_S)
             for round_number in range(1, rounds + 1):
                 for cell in mine:
                     _, concurrency, payload = cell
                     result = run_wrk(
-                        url + "/v1/predict",
+                        url + _path(payload),
                         scripts[payload],
                         concurrency=concurrency,
                         seconds=seconds,
@@ -339,6 +358,10 @@ def measure_photos_in_turns(
                         flush=True,
                     )
     return results
+
+
+def _path(payload: str) -> str:
+    return "/v1/read" if payload == "number" else "/v1/predict"
 
 
 PHOTO_TARGETS = {"jpeg": 3.0, "jpeg1600": 4.0, "jpeg4000": 8.0}  # x the PNG's p50, 1w c=1
@@ -372,6 +395,21 @@ def photo_table(photos: dict[tuple[int, int, str], list[LoadResult]]) -> list[tu
             f"{share:.0%} (rounds: {', '.join(f'{v:.0%}' for v in shares)}; "
             f"{_rps(photos[(2, 32, 'jpeg')])} vs {_rps(photos[(2, 32, 'png')])} req/s)",
             verdict(share >= 0.25),
+        )
+    )
+    shares = [
+        ratio(p.rps, q.rps)
+        for p, q in zip(photos[(2, 32, "number")], photos[(2, 32, "png")], strict=True)
+    ]
+    share = statistics.median(shares)
+    width, height = NUMBER_SIZE
+    lines.append(
+        (
+            f"POST /v1/read of a 4-digit {width}x{height} PNG ≥ {READ_TARGET:.0%} of predict's "
+            "req/s for one 28x28 PNG (2w, c=32)",
+            f"{share:.0%} (rounds: {', '.join(f'{v:.0%}' for v in shares)}; "
+            f"{_rps(photos[(2, 32, 'number')])} vs {_rps(photos[(2, 32, 'png')])} req/s)",
+            verdict(share >= READ_TARGET),
         )
     )
     return lines
@@ -789,7 +827,7 @@ def markdown(
     if photos:
         out += [
             "",
-            "## Photos of a digit on paper",
+            "## Photos of a digit on paper, and a number read",
             "",
             "| target | measured | |",
             "| --- | --- | --- |",
@@ -798,7 +836,8 @@ def markdown(
             f"{PHOTO_ROUNDS} rounds on one gateway, the photos and the 28x28 PNG loaded in "
             f"turns, {seconds:g} s each: one photo per size (client.payloads.photo_jpeg, "
             "the digit's ink 10-25% of the frame's height), the median of the per-round "
-            "ratios, each round's in brackets.",
+            "ratios, each round's in brackets; the number (client.payloads.compose_number, "
+            "resized to 400x120) through POST /v1/read in the same turns.",
         ]
     out += [
         "",
